@@ -1,0 +1,197 @@
+"""The block format: naming by hash, adaptive compression, the object header, verification.
+
+A block is named by the SHA-256 of its raw bytes, so equal blocks are stored once and a
+cached copy never goes stale. The stored object is a 20-byte header and a payload:
+
+    magic "RZBK" | version u8 | codec u8 | flags u16 | raw length u64 | CRC-32 of payload u32
+
+The CRC catches a damaged object before it is decompressed; the hash of the decompressed
+bytes must then equal the block's name. Both are checked on every read.
+
+Compression is chosen per block: content that is already compressed (by file name, by magic
+bytes, or because a fast trial on a sample gains under 5 %) is stored raw; text gets a higher
+zstd level than other binary data. Counters per kind feed ``stats``.
+
+Threading: ``BlockCodec`` is safe to share; zstd contexts are kept per thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import zstandard
+
+from . import errors
+
+MAGIC = b"RZBK"
+FORMAT_VERSION = 1
+HEADER = struct.Struct(">4sBBHQI")
+CODEC_RAW = 0
+CODEC_ZSTD = 1
+
+# Kinds of content and the zstd level each gets (None: stored raw).
+LEVELS = {"text": 3, "binary": 1, "compressed": None}
+MIN_GAIN = 0.05          # a trial must save at least this much for the block to be compressed
+SAMPLE = 16 * 1024       # bytes per trial sample; three samples per block
+
+COMPRESSED_EXTENSIONS = frozenset("""
+    jpg jpeg png gif webp heic heif avif jxl zip gz tgz bz2 xz zst zstd lz4 lzma 7z rar cab
+    mp4 m4v mkv mov avi webm wmv flv mp3 aac ogg oga opus flac m4a wma docx xlsx pptx odt ods
+    odp epub jar apk ipa whl deb rpm dmg iso br
+""".split())
+
+_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"PK\x03\x04", b"\x1f\x8b", b"BZh",
+           b"\xfd7zXZ", b"\x28\xb5\x2f\xfd", b"7z\xbc\xaf", b"Rar!", b"OggS", b"fLaC", b"ID3",
+           b"\x04\x22\x4d\x18")
+
+_TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\f\b"
+
+
+def digest(data: bytes | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def kind_of_name(name: str | None) -> str | None:
+    """'compressed' for a file name whose extension says so, else None (decide by content)."""
+    if name and "." in name and name.rsplit(".", 1)[1].lower() in COMPRESSED_EXTENSIONS:
+        return "compressed"
+    return None
+
+
+def kind_of_head(head: bytes) -> str | None:
+    """'compressed' when the first bytes of a file are a known compressed format's magic."""
+    if head.startswith(_MAGICS) or head[4:8] == b"ftyp" or \
+            (head.startswith(b"RIFF") and head[8:12] in (b"WEBP", b"AVI ")):
+        return "compressed"
+    return None
+
+
+def _looks_like_text(sample: bytes) -> bool:
+    if not sample or b"\0" in sample:
+        return False
+    non_text = len(sample.translate(None, _TEXT_BYTES))
+    # Bytes >= 0x80 count as text when the sample is valid UTF-8 (accents, CJK).
+    if non_text and sample.translate(None, bytes(range(128, 256))) != sample:
+        try:
+            sample.decode("utf-8", "strict")
+            non_text = len(sample.translate(None, _TEXT_BYTES + bytes(range(128, 256))))
+        except UnicodeDecodeError:
+            pass
+    return non_text <= len(sample) // 100
+
+
+@dataclass
+class KindStats:
+    blocks: int = 0
+    bytes_in: int = 0
+    bytes_stored: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class EncodedBlock:
+    digest: bytes
+    data: bytes       # header + payload, as stored
+    raw_size: int
+    kind: str
+
+
+@dataclass
+class BlockCodec:
+    """Encodes raw blocks into stored objects and back, keeping per-kind counters."""
+    stats: dict[str, KindStats] = field(default_factory=lambda: defaultdict(KindStats))
+
+    def __post_init__(self):
+        self._local = threading.local()
+        self._stats_lock = threading.Lock()
+
+    def _compressor(self, level: int) -> zstandard.ZstdCompressor:
+        comps = self._local.__dict__.setdefault("comps", {})
+        if level not in comps:
+            comps[level] = zstandard.ZstdCompressor(level=level)
+        return comps[level]
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        d = getattr(self._local, "dec", None)
+        if d is None:
+            d = self._local.dec = zstandard.ZstdDecompressor()
+        return d
+
+    def classify(self, raw: bytes, hint: str | None = None) -> str:
+        """Which kind a block is: the hint ('compressed' from name or magic) wins, else a
+        trial compression of three samples decides between raw, text and binary."""
+        if hint == "compressed" or not raw:
+            return "compressed" if raw else "binary"
+        n = len(raw)
+        if n <= 3 * SAMPLE:
+            sample = bytes(raw)
+        else:
+            mid = n // 2 - SAMPLE // 2
+            sample = bytes(raw[:SAMPLE]) + bytes(raw[mid:mid + SAMPLE]) + bytes(raw[-SAMPLE:])
+        if len(self._compressor(1).compress(sample)) > len(sample) * (1 - MIN_GAIN):
+            return "compressed"
+        return "text" if _looks_like_text(sample[:SAMPLE]) else "binary"
+
+    def encode(self, raw: bytes, hint: str | None = None) -> EncodedBlock:
+        start = time.perf_counter()
+        name = digest(raw)
+        kind = self.classify(raw, hint)
+        level = LEVELS[kind]
+        codec, payload = CODEC_RAW, raw
+        if level is not None:
+            packed = self._compressor(level).compress(raw)
+            if len(packed) < len(raw):
+                codec, payload = CODEC_ZSTD, packed
+        data = HEADER.pack(MAGIC, FORMAT_VERSION, codec, 0, len(raw), zlib.crc32(payload)) \
+            + bytes(payload)
+        with self._stats_lock:
+            s = self.stats[kind]
+            s.blocks += 1
+            s.bytes_in += len(raw)
+            s.bytes_stored += len(data)
+            s.seconds += time.perf_counter() - start
+        return EncodedBlock(name, data, len(raw), kind)
+
+    def decode(self, data: bytes, expected: bytes) -> bytes:
+        """Verify a stored object and return its raw bytes; raise ``Corrupt`` on any fault."""
+        hexname = expected.hex()[:16]
+        if len(data) < HEADER.size:
+            raise errors.Corrupt(f"block {hexname}: object is {len(data)} bytes, shorter than "
+                                 "its header")
+        magic, version, codec, _flags, raw_len, crc = HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise errors.Corrupt(f"block {hexname}: bad magic {magic!r}")
+        if version > FORMAT_VERSION:
+            raise errors.Corrupt(f"block {hexname}: format version {version} is newer than "
+                                 "this razordav")
+        payload = memoryview(data)[HEADER.size:]
+        if zlib.crc32(payload) != crc:
+            raise errors.Corrupt(f"block {hexname}: payload checksum mismatch")
+        if codec == CODEC_RAW:
+            raw = bytes(payload)
+        elif codec == CODEC_ZSTD:
+            try:
+                raw = self._decompressor().decompress(payload, max_output_size=raw_len)
+            except zstandard.ZstdError as exc:
+                raise errors.Corrupt(f"block {hexname}: {exc}") from None
+        else:
+            raise errors.Corrupt(f"block {hexname}: unknown codec {codec}")
+        if len(raw) != raw_len or digest(raw) != expected:
+            raise errors.Corrupt(f"block {hexname}: content does not match its name")
+        return raw
+
+    def snapshot(self) -> dict[str, dict]:
+        with self._stats_lock:
+            return {k: vars(v).copy() for k, v in self.stats.items()}
+
+
+def block_key(name: bytes) -> str:
+    """The object key of a block: blocks/<first two hex digits>/<hex name>."""
+    h = name.hex()
+    return f"blocks/{h[:2]}/{h}"

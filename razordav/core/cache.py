@@ -1,0 +1,413 @@
+"""The local block cache: stored blocks on disk, LRU eviction, the dirty set and its uploader,
+fetches with read-ahead.
+
+Owns the cache directory and its index (sqlitedict, JSON-encoded: ``hex -> {size, dirty, t}``).
+It holds blocks as stored (compressed, with header), verifies them on every read through the
+codec, and never evicts a dirty block. It does not decide which blocks are wanted: the volume
+asks it to drop the ones no metadata refers to.
+
+Write-back protocol (see docs/notes/cache.md): ``put_dirty`` writes and fsyncs the object
+file; ``sync`` commits the index, after which the block survives a crash and will be uploaded.
+Uploads drain oldest first through ``uploaders`` threads; a transient store error puts the
+block back at the head of the queue and pauses that thread with a growing delay.
+
+Lock order: ``_lock`` guards ``_entries``, ``_queue``, ``_inflight``, the byte counters and
+``stats``; it is never held during disk or store I/O. ``_index`` is sqlitedict's own thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from sqlitedict import SqliteDict
+
+from .. import store as store_mod
+from . import errors
+from .blocks import BlockCodec, block_key
+
+log = logging.getLogger(__name__)
+
+
+class _Entry:
+    __slots__ = ("size", "dirty", "t")
+
+    def __init__(self, size: int, dirty: bool, t: float):
+        self.size, self.dirty, self.t = size, dirty, t
+
+    def to_json(self) -> dict:
+        return {"size": self.size, "dirty": self.dirty, "t": self.t}
+
+
+class BlockCache:
+    def __init__(self, directory: str | os.PathLike, store: store_mod.ObjectStore,
+                 codec: BlockCodec, max_bytes: int = 10 << 30, dirty_limit: int | None = None,
+                 uploaders: int = 8, downloaders: int = 4, hot_blocks: int = 8,
+                 upload_paused: bool = False):
+        self.dir = Path(directory)
+        (self.dir / "blocks").mkdir(parents=True, exist_ok=True)
+        self.store = store
+        self.codec = codec
+        self.max_bytes = max_bytes
+        self.dirty_limit = dirty_limit if dirty_limit is not None else max_bytes * 8 // 10
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        self._queue: collections.deque[str] = collections.deque()
+        self._uploading: set[str] = set()
+        self._inflight: dict[str, Future] = {}
+        self._hot: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._hot_max = hot_blocks
+        self.total_bytes = 0
+        self.dirty_bytes = 0
+        self.stats = collections.Counter()
+        self.last_error: str | None = None
+        self.last_error_time: float | None = None
+        self._closing = False
+        self._paused = upload_paused
+        self._index = SqliteDict(str(self.dir / "index.sqlite"), tablename="blocks",
+                                 encode=json.dumps, decode=json.loads, autocommit=False)
+        self._load()
+        self._downloads = ThreadPoolExecutor(downloaders, thread_name_prefix="rzd-fetch")
+        self._uploaders = [threading.Thread(target=self._upload_loop, name=f"rzd-upload-{i}",
+                                            daemon=True) for i in range(uploaders)]
+        for t in self._uploaders:
+            t.start()
+
+    # -- start-up --
+
+    def _load(self) -> None:
+        """Rebuild the LRU and the upload queue from the index; drop files it does not know."""
+        items = sorted(self._index.items(), key=lambda kv: kv[1]["t"])
+        for hexname, e in items:
+            if not self._path(hexname).exists():
+                if e["dirty"]:
+                    log.error("dirty block %s is missing from the cache directory", hexname)
+                del self._index[hexname]
+                continue
+            entry = _Entry(e["size"], e["dirty"], e["t"])
+            self._entries[hexname] = entry
+            self.total_bytes += entry.size
+            if entry.dirty:
+                self.dirty_bytes += entry.size
+                self._queue.append(hexname)
+        for sub in (self.dir / "blocks").iterdir():
+            for f in sub.iterdir():
+                if f.name not in self._entries:
+                    f.unlink(missing_ok=True)  # a temp file or a block never committed
+        self._index.commit(blocking=True)
+        if self._queue:
+            log.info("upload queue rebuilt: %d blocks, %d bytes", len(self._queue),
+                     self.dirty_bytes)
+
+    def _path(self, hexname: str) -> Path:
+        return self.dir / "blocks" / hexname[:2] / hexname
+
+    # -- writing --
+
+    def put_dirty(self, name: bytes, data: bytes) -> None:
+        """Store a new block durably on local disk and queue it for upload.
+
+        Raises ``NoSpace`` when the blocks not yet uploaded would pass the dirty limit.
+        The index entry is durable only after ``sync()``.
+        """
+        hexname = name.hex()
+        with self._lock:
+            if hexname in self._entries:
+                return
+            if self.dirty_bytes + len(data) > self.dirty_limit:
+                self.stats["nospace"] += 1
+                raise errors.NoSpace(
+                    f"{self.dirty_bytes} bytes wait for upload (limit {self.dirty_limit}); "
+                    f"the store is {'unreachable: ' + self.last_error if self.last_error else 'slow'}")
+        self._write_file(hexname, data, fsync=True)
+        with self._lock:
+            if hexname in self._entries:
+                return
+            entry = _Entry(len(data), True, time.time())
+            self._entries[hexname] = entry
+            self.total_bytes += entry.size
+            self.dirty_bytes += entry.size
+            self._index[hexname] = entry.to_json()
+            self._queue.append(hexname)
+            self._wake.notify()
+        self._evict()
+
+    def sync(self) -> None:
+        """Make every ``put_dirty`` so far durable (commits the index)."""
+        self._index.commit(blocking=True)
+
+    def _write_file(self, hexname: str, data: bytes, fsync: bool) -> None:
+        path = self._path(hexname)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f"{hexname}.tmp{threading.get_ident()}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if fsync:
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # -- reading --
+
+    def get(self, name: bytes) -> bytes:
+        """The raw bytes of a block, from memory, the cache directory, or the store."""
+        hexname = name.hex()
+        with self._lock:
+            raw = self._hot.get(hexname)
+            if raw is not None:
+                self._hot.move_to_end(hexname)
+                self.stats["hits"] += 1
+                return raw
+            entry = self._entries.get(hexname)
+            if entry is not None:
+                self._entries.move_to_end(hexname)
+            fut = self._inflight.get(hexname)
+        if entry is not None:
+            raw = self._read_cached(name, entry)
+            if raw is not None:
+                with self._lock:
+                    self.stats["hits"] += 1
+                self._remember(hexname, raw)
+                return raw
+        if fut is None:
+            fut = self._start_fetch(name)
+        return fut.result()
+
+    def _read_cached(self, name: bytes, entry: _Entry) -> bytes | None:
+        hexname = name.hex()
+        try:
+            data = self._path(hexname).read_bytes()
+            return self.codec.decode(data, name)
+        except (OSError, errors.Corrupt) as exc:
+            if entry.dirty:
+                # The only copy is damaged: nothing can bring it back.
+                raise errors.Corrupt(f"cached dirty block {hexname[:16]}: {exc}") from None
+            log.warning("cached block %s unusable (%s); fetching it again", hexname[:16], exc)
+            self._drop(hexname)
+            return None
+
+    def _remember(self, hexname: str, raw: bytes) -> None:
+        with self._lock:
+            self._hot[hexname] = raw
+            while len(self._hot) > self._hot_max:
+                self._hot.popitem(last=False)
+
+    def _start_fetch(self, name: bytes) -> Future:
+        hexname = name.hex()
+        with self._lock:
+            fut = self._inflight.get(hexname)
+            if fut is not None:
+                return fut
+            fut = self._downloads.submit(self._fetch, name)
+            self._inflight[hexname] = fut
+            self.stats["misses"] += 1
+        return fut
+
+    def _fetch(self, name: bytes) -> bytes:
+        hexname = name.hex()
+        try:
+            try:
+                data = self.store.get(block_key(name))
+            except store_mod.NotFound:
+                raise errors.Corrupt(f"block {hexname[:16]} is missing from the store") from None
+            except store_mod.StoreError as exc:
+                self._note_error(exc)
+                raise errors.Unavailable(f"cannot fetch block {hexname[:16]}: {exc}") from None
+            raw = self.codec.decode(data, name)
+            with self._lock:
+                self.stats["fetched_bytes"] += len(data)
+                known = hexname in self._entries
+            if not known:
+                self._write_file(hexname, data, fsync=False)
+                with self._lock:
+                    if hexname not in self._entries:
+                        entry = _Entry(len(data), False, time.time())
+                        self._entries[hexname] = entry
+                        self.total_bytes += entry.size
+                        self._index[hexname] = entry.to_json()
+            self._remember(hexname, raw)
+            self._evict()
+            return raw
+        finally:
+            with self._lock:
+                self._inflight.pop(hexname, None)
+
+    def prefetch(self, names: list[bytes]) -> None:
+        """Start fetching blocks that are not cached (read-ahead); returns at once."""
+        for name in names:
+            hexname = name.hex()
+            with self._lock:
+                if hexname in self._entries or hexname in self._hot or hexname in self._inflight:
+                    continue
+            self._start_fetch(name)
+
+    def contains(self, name: bytes) -> bool:
+        with self._lock:
+            return name.hex() in self._entries
+
+    # -- eviction and dropping --
+
+    def _evict(self) -> None:
+        victims = []
+        with self._lock:
+            if self.total_bytes <= self.max_bytes:
+                return
+            for hexname, entry in self._entries.items():
+                if self.total_bytes <= self.max_bytes:
+                    break
+                if entry.dirty or hexname in self._inflight:
+                    continue
+                victims.append(hexname)
+                self.total_bytes -= entry.size
+            for hexname in victims:
+                del self._entries[hexname]
+                self._hot.pop(hexname, None)
+                self._index.pop(hexname, None)
+                self.stats["evictions"] += 1
+        for hexname in victims:
+            self._path(hexname).unlink(missing_ok=True)
+
+    def _drop(self, hexname: str) -> None:
+        with self._lock:
+            entry = self._entries.pop(hexname, None)
+            self._hot.pop(hexname, None)
+            if entry is None:
+                return
+            self.total_bytes -= entry.size
+            if entry.dirty:
+                self.dirty_bytes -= entry.size
+                try:
+                    self._queue.remove(hexname)
+                except ValueError:
+                    pass
+            self._index.pop(hexname, None)
+        self._path(hexname).unlink(missing_ok=True)
+
+    def discard(self, names: list[bytes]) -> None:
+        """Forget blocks no metadata refers to any more (dirty ones are never uploaded)."""
+        for name in names:
+            hexname = name.hex()
+            with self._lock:
+                while hexname in self._uploading:
+                    self._wake.wait(0.1)
+            self._drop(hexname)
+
+    def dirty_names(self) -> list[bytes]:
+        with self._lock:
+            return [bytes.fromhex(h) for h, e in self._entries.items() if e.dirty]
+
+    # -- uploading --
+
+    def pause_uploads(self, paused: bool = True) -> None:
+        with self._lock:
+            self._paused = paused
+            self._wake.notify_all()
+
+    def _upload_loop(self) -> None:
+        delay = 0.0
+        while True:
+            with self._lock:
+                while not self._closing and (self._paused or not self._queue):
+                    self._wake.wait()
+                if self._closing:
+                    return
+                hexname = self._queue.popleft()
+                self._uploading.add(hexname)
+            try:
+                ok = self._upload(hexname)
+            finally:
+                with self._lock:
+                    self._uploading.discard(hexname)
+                    self._wake.notify_all()
+            if ok:
+                delay = 0.0
+            else:
+                delay = min(30.0, max(0.5, delay * 2))
+                with self._lock:
+                    self._wake.wait(delay)
+
+    def _upload(self, hexname: str) -> bool:
+        """Upload one dirty block; False if the store failed and the block is queued again."""
+        try:
+            data = self._path(hexname).read_bytes()
+        except FileNotFoundError:
+            return True  # dropped meanwhile
+        try:
+            self.store.put(block_key(bytes.fromhex(hexname)), data)
+        except Exception as exc:  # any failure: keep the block queued, never lose it
+            self._note_error(exc)
+            with self._lock:
+                entry = self._entries.get(hexname)
+                if entry is not None and entry.dirty:
+                    self._queue.appendleft(hexname)
+                self.stats["upload_errors"] += 1
+            log.warning("upload of block %s failed, will retry: %s", hexname[:16], exc)
+            return False
+        with self._lock:
+            entry = self._entries.get(hexname)
+            if entry is not None and entry.dirty:
+                entry.dirty = False
+                self.dirty_bytes -= entry.size
+                self._index[hexname] = entry.to_json()
+            self.stats["uploads"] += 1
+            self.stats["uploaded_bytes"] += len(data)
+            self.last_error = None
+            self._wake.notify_all()
+        return True
+
+    def _note_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self.last_error = str(exc)
+            self.last_error_time = time.time()
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return len(self._queue) + len(self._uploading)
+
+    def wait_uploaded(self, timeout: float | None = None) -> bool:
+        """Block until nothing is dirty; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self.dirty_bytes > 0 or self._uploading:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._wake.wait(min(remaining or 0.5, 0.5))
+        self._index.commit(blocking=True)
+        return True
+
+    # -- figures and shutdown --
+
+    def figures(self) -> dict:
+        with self._lock:
+            hits, misses = self.stats["hits"], self.stats["misses"]
+            return {
+                "cache_bytes": self.total_bytes, "cache_limit": self.max_bytes,
+                "dirty_bytes": self.dirty_bytes, "dirty_limit": self.dirty_limit,
+                "upload_queue": len(self._queue) + len(self._uploading),
+                "hit_rate": hits / (hits + misses) if hits + misses else None,
+                "last_store_error": self.last_error, **self.stats,
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._wake.notify_all()
+        for t in self._uploaders:
+            t.join(timeout=60)
+        self._downloads.shutdown(wait=True, cancel_futures=True)
+        self._index.commit(blocking=True)
+        self._index.close()

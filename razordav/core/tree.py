@@ -1,0 +1,623 @@
+"""The namespace: an N-ary tree of inodes in SQLite (WAL), with properties, xattrs and each
+file's block list.
+
+Owns: inodes (POSIX attributes), directory entries (hard links allowed for non-directories),
+dead properties, xattrs, the extent map (block index -> block hash, holes are absent rows) and
+block reference counts. It never touches block bytes or the object store.
+
+Names are preserved as given but looked up by their NFC form, so ``é`` typed on a Mac (NFD)
+and on Windows (NFC) is one file. A directory of any size is listed in one indexed query, and
+renaming a directory is one row update.
+
+Every change happens in one transaction (``write()``); a change is committed, or not at all.
+Writers are serialised by ``_lock``; readers use one connection per thread and never wait for
+writers (WAL).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat as st
+import threading
+import time
+import unicodedata
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from . import errors
+
+ROOT = 1
+MAX_NAME_BYTES = 255
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inodes (
+    ino INTEGER PRIMARY KEY,
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    nlink INTEGER NOT NULL, size INTEGER NOT NULL DEFAULT 0, rdev INTEGER NOT NULL DEFAULT 0,
+    atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
+    btime INTEGER NOT NULL, target BLOB, etag TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS dentries (
+    parent INTEGER NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, ino INTEGER NOT NULL,
+    PRIMARY KEY (parent, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dentries_ino ON dentries (ino);
+CREATE TABLE IF NOT EXISTS extents (
+    ino INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (ino, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    hash BLOB PRIMARY KEY, refs INTEGER NOT NULL, raw_size INTEGER NOT NULL,
+    stored_size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_unreferenced ON blocks (refs) WHERE refs = 0;
+CREATE TABLE IF NOT EXISTS props (
+    ino INTEGER NOT NULL, ns TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (ino, ns, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS xattrs (
+    ino INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (ino, name)) WITHOUT ROWID;
+"""
+
+_ATTR_COLS = "i.ino, i.mode, i.uid, i.gid, i.nlink, i.size, i.rdev, " \
+             "i.atime, i.mtime, i.ctime, i.btime, i.target, i.etag"
+
+
+@dataclass(slots=True)
+class Attr:
+    """An inode's attributes; times are nanoseconds since the epoch."""
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    size: int
+    rdev: int
+    atime: int
+    mtime: int
+    ctime: int
+    btime: int
+    target: bytes | None
+    etag: str
+
+    @property
+    def is_dir(self) -> bool:
+        return st.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return st.S_ISREG(self.mode)
+
+
+def check_name(name: str) -> str:
+    """Return the lookup key (NFC) of a valid name; raise ``InvalidName`` otherwise."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise errors.InvalidName(f"invalid name {name!r}")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise errors.InvalidName(f"name {name!r} is not valid UTF-8") from None
+    if size > MAX_NAME_BYTES:
+        raise errors.NameTooLong(f"name is {size} bytes, the limit is {MAX_NAME_BYTES}")
+    return unicodedata.normalize("NFC", name)
+
+
+def split_path(path: str) -> list[str]:
+    """Split an absolute path into checked names; '' and '/' are the root."""
+    names = [p for p in path.split("/") if p]
+    for name in names:
+        check_name(name)
+    return names
+
+
+class Tree:
+    """The namespace of one volume, in the SQLite file ``path``."""
+
+    def __init__(self, path: str | os.PathLike, block_size: int | None = None):
+        self.path = str(path)
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        c = self._conn()
+        with self._lock:
+            c.executescript(_SCHEMA)
+            if c.execute("SELECT 1 FROM inodes WHERE ino = ?", (ROOT,)).fetchone() is None:
+                now = time.time_ns()
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("INSERT INTO inodes (ino, mode, uid, gid, nlink, atime, mtime, ctime, "
+                          "btime) VALUES (?, ?, 0, 0, 2, ?, ?, ?, ?)",
+                          (ROOT, st.S_IFDIR | 0o755, now, now, now, now))
+                if block_size:
+                    c.execute("INSERT INTO meta VALUES ('block_size', ?)", (str(block_size),))
+                c.execute("COMMIT")
+
+    # -- connections and transactions --
+
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                timeout=60)
+            c.execute("PRAGMA journal_mode = WAL")
+            c.execute("PRAGMA synchronous = FULL")
+            c.execute("PRAGMA cache_size = -16000")
+            self._local.conn = c
+            with self._conns_lock:
+                self._conns.append(c)
+        return c
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed (and durable) on exit, rolled back on error."""
+        with self._lock:
+            c = self._conn()
+            if c.in_transaction:  # nested: the outer transaction commits
+                yield c
+                return
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except sqlite3.ProgrammingError:
+                    pass  # made in a thread that is gone; closed by its finaliser
+            self._conns.clear()
+        self._local = threading.local()
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- reading the namespace --
+
+    def getattr(self, ino: int) -> Attr:
+        row = self._conn().execute(f"SELECT {_ATTR_COLS} FROM inodes i WHERE i.ino = ?",
+                                   (ino,)).fetchone()
+        if row is None:
+            raise errors.NotFound(f"inode {ino} does not exist")
+        return Attr(*row)
+
+    def lookup(self, parent: int, name: str) -> Attr:
+        key = check_name(name)
+        row = self._conn().execute(
+            f"SELECT {_ATTR_COLS} FROM dentries d JOIN inodes i ON i.ino = d.ino "
+            "WHERE d.parent = ? AND d.key = ?", (parent, key)).fetchone()
+        if row is None:
+            self._check_dir(self._conn(), parent)
+            raise errors.NotFound(f"{name!r} not found")
+        return Attr(*row)
+
+    def resolve(self, path: str) -> Attr:
+        """The inode at an absolute path (symlinks are not followed)."""
+        attr = self.getattr(ROOT)
+        for name in split_path(path):
+            if not attr.is_dir:
+                raise errors.NotADirectory(f"{path}: a component is not a directory")
+            attr = self.lookup(attr.ino, name)
+        return attr
+
+    def readdir(self, ino: int, after: str | None = None,
+                limit: int = -1) -> list[tuple[str, Attr]]:
+        """Children of a directory with their attributes, in name order, in one query.
+
+        ``after`` is the NFC key of the last entry seen, so a listing can go on in pages that
+        stay stable while entries change.
+        """
+        c = self._conn()
+        rows = c.execute(
+            f"SELECT d.name, d.key, {_ATTR_COLS} FROM dentries d JOIN inodes i ON i.ino = d.ino "
+            "WHERE d.parent = ? AND d.key > ? ORDER BY d.key LIMIT ?",
+            (ino, after or "", limit)).fetchall()
+        if not rows:
+            self._check_dir(c, ino)
+        return [(r[0], Attr(*r[2:])) for r in rows]
+
+    def entry_key(self, name: str) -> str:
+        return check_name(name)
+
+    def parent_of(self, ino: int) -> int:
+        """The parent directory of a directory (directories have exactly one entry)."""
+        if ino == ROOT:
+            return ROOT
+        row = self._conn().execute("SELECT parent FROM dentries WHERE ino = ?", (ino,)).fetchone()
+        if row is None:
+            raise errors.NotFound(f"inode {ino} has no parent")
+        return row[0]
+
+    def path_of(self, ino: int) -> str:
+        names = []
+        c = self._conn()
+        while ino != ROOT:
+            row = c.execute("SELECT parent, name FROM dentries WHERE ino = ?", (ino,)).fetchone()
+            if row is None:
+                raise errors.NotFound(f"inode {ino} is not linked")
+            ino, name = row
+            names.append(name)
+        return "/" + "/".join(reversed(names))
+
+    def _check_dir(self, c: sqlite3.Connection, ino: int) -> None:
+        row = c.execute("SELECT mode FROM inodes WHERE ino = ?", (ino,)).fetchone()
+        if row is None:
+            raise errors.NotFound(f"directory inode {ino} does not exist")
+        if not st.S_ISDIR(row[0]):
+            raise errors.NotADirectory(f"inode {ino} is not a directory")
+
+    # -- changing the namespace --
+
+    def mknod(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0,
+              rdev: int = 0, target: bytes | None = None, now: int | None = None) -> Attr:
+        """Create an inode of any type (``mode`` includes the S_IF* bits) under ``parent``."""
+        key = check_name(name)
+        now = now or time.time_ns()
+        is_dir = st.S_ISDIR(mode)
+        with self.write() as c:
+            self._check_dir(c, parent)
+            if c.execute("SELECT 1 FROM dentries WHERE parent = ? AND key = ?",
+                         (parent, key)).fetchone():
+                raise errors.Exists(f"{name!r} exists")
+            ino = c.execute(
+                "INSERT INTO inodes (mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, "
+                "btime, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (mode, uid, gid, 2 if is_dir else 1, len(target) if target else 0, rdev,
+                 now, now, now, now, target)).lastrowid
+            c.execute("INSERT INTO dentries VALUES (?, ?, ?, ?)", (parent, key, name, ino))
+            self._touch_dir(c, parent, now, nlink_delta=1 if is_dir else 0)
+        return self.getattr(ino)
+
+    def mkdir(self, parent: int, name: str, mode: int = 0o755, **kw) -> Attr:
+        return self.mknod(parent, name, st.S_IFDIR | (mode & 0o7777), **kw)
+
+    def create(self, parent: int, name: str, mode: int = 0o644, **kw) -> Attr:
+        return self.mknod(parent, name, st.S_IFREG | (mode & 0o7777), **kw)
+
+    def symlink(self, parent: int, name: str, target: bytes, **kw) -> Attr:
+        return self.mknod(parent, name, st.S_IFLNK | 0o777, target=target, **kw)
+
+    def link(self, ino: int, parent: int, name: str) -> Attr:
+        """A hard link: one more entry for a non-directory inode."""
+        key = check_name(name)
+        now = time.time_ns()
+        with self.write() as c:
+            self._check_dir(c, parent)
+            if st.S_ISDIR(self.getattr(ino).mode):
+                raise errors.NotPermitted("hard links to directories are not allowed")
+            if c.execute("SELECT 1 FROM dentries WHERE parent = ? AND key = ?",
+                         (parent, key)).fetchone():
+                raise errors.Exists(f"{name!r} exists")
+            c.execute("INSERT INTO dentries VALUES (?, ?, ?, ?)", (parent, key, name, ino))
+            c.execute("UPDATE inodes SET nlink = nlink + 1, ctime = ? WHERE ino = ?", (now, ino))
+            self._touch_dir(c, parent, now)
+        return self.getattr(ino)
+
+    def _touch_dir(self, c, ino: int, now: int, nlink_delta: int = 0) -> None:
+        c.execute("UPDATE inodes SET mtime = ?, ctime = ?, nlink = nlink + ? WHERE ino = ?",
+                  (now, now, nlink_delta, ino))
+
+    def _entry(self, c, parent: int, key: str) -> tuple[int, int] | None:
+        """(ino, mode) of the entry, or None."""
+        return c.execute("SELECT d.ino, i.mode FROM dentries d JOIN inodes i ON i.ino = d.ino "
+                         "WHERE d.parent = ? AND d.key = ?", (parent, key)).fetchone()
+
+    def unlink(self, parent: int, name: str, keep: Iterable[int] = ()) -> int:
+        """Remove a non-directory entry; return its inode. The inode and its data go with the
+        last link unless it is in ``keep`` (open handles), which the caller purges later."""
+        key = check_name(name)
+        now = time.time_ns()
+        with self.write() as c:
+            self._check_dir(c, parent)
+            entry = self._entry(c, parent, key)
+            if entry is None:
+                raise errors.NotFound(f"{name!r} not found")
+            ino, mode = entry
+            if st.S_ISDIR(mode):
+                raise errors.IsADirectory(f"{name!r} is a directory")
+            c.execute("DELETE FROM dentries WHERE parent = ? AND key = ?", (parent, key))
+            self._drop_link(c, ino, now, keep)
+            self._touch_dir(c, parent, now)
+        return ino
+
+    def rmdir(self, parent: int, name: str) -> int:
+        key = check_name(name)
+        now = time.time_ns()
+        with self.write() as c:
+            self._check_dir(c, parent)
+            entry = self._entry(c, parent, key)
+            if entry is None:
+                raise errors.NotFound(f"{name!r} not found")
+            ino, mode = entry
+            if not st.S_ISDIR(mode):
+                raise errors.NotADirectory(f"{name!r} is not a directory")
+            if c.execute("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (ino,)).fetchone():
+                raise errors.NotEmpty(f"directory {name!r} is not empty")
+            c.execute("DELETE FROM dentries WHERE parent = ? AND key = ?", (parent, key))
+            self._purge(c, ino)
+            self._touch_dir(c, parent, now, nlink_delta=-1)
+        return ino
+
+    def _drop_link(self, c, ino: int, now: int, keep: Iterable[int]) -> None:
+        c.execute("UPDATE inodes SET nlink = nlink - 1, ctime = ? WHERE ino = ?", (now, ino))
+        nlink = c.execute("SELECT nlink FROM inodes WHERE ino = ?", (ino,)).fetchone()[0]
+        if nlink <= 0 and ino not in keep:
+            self._purge(c, ino)
+
+    def purge_if_unlinked(self, ino: int) -> bool:
+        """Delete an inode whose last link went while it was open; True if it was deleted."""
+        with self.write() as c:
+            row = c.execute("SELECT nlink FROM inodes WHERE ino = ?", (ino,)).fetchone()
+            if row is None or row[0] > 0:
+                return False
+            self._purge(c, ino)
+            return True
+
+    def purge_orphans(self) -> int:
+        """Delete every unlinked inode (left by a crash while open); return how many."""
+        with self.write() as c:
+            inos = [r[0] for r in c.execute("SELECT ino FROM inodes WHERE nlink <= 0")]
+            for ino in inos:
+                self._purge(c, ino)
+        return len(inos)
+
+    def _purge(self, c, ino: int) -> None:
+        self._purge_content(c, ino)
+        for table in ("props", "xattrs", "inodes"):
+            c.execute(f"DELETE FROM {table} WHERE ino = ?", (ino,))
+
+    def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
+               replace: bool = True, exchange: bool = False, keep: Iterable[int] = ()) -> int | None:
+        """Move an entry in one transaction, in O(1) for a directory of any size.
+
+        Replaces an existing target when ``replace`` (a directory only by an empty directory),
+        or swaps the two with ``exchange``. Returns the replaced inode, if any.
+        """
+        old_key, new_key = check_name(old_name), check_name(new_name)
+        now = time.time_ns()
+        with self.write() as c:
+            self._check_dir(c, old_parent)
+            self._check_dir(c, new_parent)
+            src = self._entry(c, old_parent, old_key)
+            if src is None:
+                raise errors.NotFound(f"{old_name!r} not found")
+            ino, mode = src
+            dst = self._entry(c, new_parent, new_key)
+            if st.S_ISDIR(mode) and old_parent != new_parent:
+                self._check_not_ancestor(c, ino, new_parent)
+            if exchange:
+                return self._exchange(c, old_parent, old_key, src, new_parent, new_key, dst, now)
+            if dst is not None and dst[0] == ino:
+                if old_parent == new_parent and old_key == new_key and old_name != new_name:
+                    c.execute("UPDATE dentries SET name = ? WHERE parent = ? AND key = ?",
+                              (new_name, new_parent, new_key))
+                return None  # renaming a link onto itself does nothing
+            replaced = self._remove_target(c, new_parent, new_key, new_name, mode, dst, replace,
+                                           now, keep)
+            c.execute("UPDATE dentries SET parent = ?, key = ?, name = ? "
+                      "WHERE parent = ? AND key = ?",
+                      (new_parent, new_key, new_name, old_parent, old_key))
+            dirs = 1 if st.S_ISDIR(mode) else 0
+            self._touch_dir(c, old_parent, now, -dirs)
+            self._touch_dir(c, new_parent, now, dirs)
+            c.execute("UPDATE inodes SET ctime = ? WHERE ino = ?", (now, ino))
+        return replaced
+
+    def _remove_target(self, c, parent, key, name, src_mode, dst, replace, now, keep):
+        if dst is None:
+            return None
+        if not replace:
+            raise errors.Exists(f"{name!r} exists")
+        dst_ino, dst_mode = dst
+        if st.S_ISDIR(dst_mode):
+            if not st.S_ISDIR(src_mode):
+                raise errors.IsADirectory(f"{name!r} is a directory")
+            if c.execute("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (dst_ino,)).fetchone():
+                raise errors.NotEmpty(f"directory {name!r} is not empty")
+            c.execute("DELETE FROM dentries WHERE parent = ? AND key = ?", (parent, key))
+            self._purge(c, dst_ino)
+            self._touch_dir(c, parent, now, -1)
+        else:
+            if st.S_ISDIR(src_mode):
+                raise errors.NotADirectory(f"{name!r} is not a directory")
+            c.execute("DELETE FROM dentries WHERE parent = ? AND key = ?", (parent, key))
+            self._drop_link(c, dst_ino, now, keep)
+        return dst_ino
+
+    def _exchange(self, c, old_parent, old_key, src, new_parent, new_key, dst, now):
+        if dst is None:
+            raise errors.NotFound("exchange target not found")
+        if st.S_ISDIR(dst[1]) and old_parent != new_parent:
+            self._check_not_ancestor(c, dst[0], old_parent)
+        # Swap the inodes the two entries point to; names stay where they are.
+        c.execute("UPDATE dentries SET ino = ? WHERE parent = ? AND key = ?",
+                  (dst[0], old_parent, old_key))
+        c.execute("UPDATE dentries SET ino = ? WHERE parent = ? AND key = ?",
+                  (src[0], new_parent, new_key))
+        delta = (1 if st.S_ISDIR(src[1]) else 0) - (1 if st.S_ISDIR(dst[1]) else 0)
+        self._touch_dir(c, old_parent, now, -delta)
+        self._touch_dir(c, new_parent, now, delta)
+        c.execute("UPDATE inodes SET ctime = ? WHERE ino IN (?, ?)", (now, src[0], dst[0]))
+        return None
+
+    def _check_not_ancestor(self, c, ino: int, start: int) -> None:
+        cur = start
+        while cur != ROOT:
+            if cur == ino:
+                raise errors.InvalidArgument("cannot move a directory into itself")
+            cur = c.execute("SELECT parent FROM dentries WHERE ino = ?", (cur,)).fetchone()[0]
+        if ino == ROOT:
+            raise errors.InvalidArgument("cannot move the root")
+
+    def setattr(self, ino: int, **fields) -> Attr:
+        """Set any of mode, uid, gid, atime, mtime, ctime, btime (ctime defaults to now)."""
+        allowed = {"mode", "uid", "gid", "atime", "mtime", "ctime", "btime", "rdev"}
+        if not set(fields) <= allowed:
+            raise errors.InvalidArgument(f"cannot set {sorted(set(fields) - allowed)}")
+        fields.setdefault("ctime", time.time_ns())
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.write() as c:
+            if c.execute(f"UPDATE inodes SET {cols} WHERE ino = ?",
+                         (*fields.values(), ino)).rowcount == 0:
+                raise errors.NotFound(f"inode {ino} does not exist")
+        return self.getattr(ino)
+
+    # -- dead properties and xattrs --
+
+    def props(self, ino: int) -> dict[tuple[str, str], bytes]:
+        rows = self._conn().execute("SELECT ns, name, value FROM props WHERE ino = ?", (ino,))
+        return {(ns, name): value for ns, name, value in rows}
+
+    def set_props(self, ino: int, changes: dict[tuple[str, str], bytes | None]) -> None:
+        """Set (value) or remove (None) several properties in one transaction."""
+        with self.write() as c:
+            for (ns, name), value in changes.items():
+                if value is None:
+                    c.execute("DELETE FROM props WHERE ino = ? AND ns = ? AND name = ?",
+                              (ino, ns, name))
+                else:
+                    c.execute("INSERT OR REPLACE INTO props VALUES (?, ?, ?, ?)",
+                              (ino, ns, name, value))
+
+    def xattrs(self, ino: int) -> dict[str, bytes]:
+        rows = self._conn().execute("SELECT name, value FROM xattrs WHERE ino = ?", (ino,))
+        return dict(rows.fetchall())
+
+    def set_xattr(self, ino: int, name: str, value: bytes | None,
+                  create: bool = False, replace: bool = False) -> None:
+        """Set or (value None) remove an xattr; ``create``/``replace`` as XATTR_CREATE/REPLACE."""
+        with self.write() as c:
+            exists = c.execute("SELECT 1 FROM xattrs WHERE ino = ? AND name = ?",
+                               (ino, name)).fetchone() is not None
+            if (create and exists):
+                raise errors.Exists(f"xattr {name!r} exists")
+            if (replace or value is None) and not exists:
+                raise errors.NoAttribute(f"xattr {name!r} not set")
+            if value is None:
+                c.execute("DELETE FROM xattrs WHERE ino = ? AND name = ?", (ino, name))
+            else:
+                c.execute("INSERT OR REPLACE INTO xattrs VALUES (?, ?, ?)", (ino, name, value))
+            c.execute("UPDATE inodes SET ctime = ? WHERE ino = ?", (time.time_ns(), ino))
+
+    # -- file contents: the extent map and block references --
+
+    def extents(self, ino: int) -> dict[int, bytes]:
+        rows = self._conn().execute("SELECT idx, hash FROM extents WHERE ino = ?", (ino,))
+        return dict(rows.fetchall())
+
+    def add_block(self, c, digest: bytes, raw_size: int, stored_size: int) -> None:
+        """Record a block (with no references yet) inside a write transaction."""
+        c.execute("INSERT OR IGNORE INTO blocks VALUES (?, 0, ?, ?)",
+                  (digest, raw_size, stored_size))
+
+    def set_content(self, ino: int, size: int, changes: dict[int, bytes | None],
+                    etag: str, truncate_from: int | None = None,
+                    blocks: Iterable[tuple[bytes, int, int]] = (), mtime: int | None = None,
+                    expect_etag: str | None = None) -> Attr:
+        """Publish a file's new content in one transaction.
+
+        ``changes`` maps block index to its new hash (None: a hole); ``truncate_from`` drops
+        every extent at that index and beyond first. ``blocks`` are (hash, raw, stored) sizes
+        of blocks new to the volume. Reference counts follow. With ``expect_etag`` the change
+        is refused (``Conflict``) if the file changed since that etag was read.
+        """
+        now = time.time_ns()
+        with self.write() as c:
+            row = c.execute("SELECT mode, etag FROM inodes WHERE ino = ?", (ino,)).fetchone()
+            if row is None:
+                raise errors.NotFound(f"inode {ino} does not exist")
+            if not st.S_ISREG(row[0]):
+                raise errors.IsADirectory(f"inode {ino} is not a regular file")
+            if expect_etag is not None and row[1] != expect_etag:
+                raise errors.Conflict("the file changed while it was being written")
+            for digest, raw, stored in blocks:
+                self.add_block(c, digest, raw, stored)
+            if truncate_from is not None:
+                olds = c.execute("SELECT hash FROM extents WHERE ino = ? AND idx >= ?",
+                                 (ino, truncate_from)).fetchall()
+                c.executemany("UPDATE blocks SET refs = refs - 1 WHERE hash = ?", olds)
+                c.execute("DELETE FROM extents WHERE ino = ? AND idx >= ?", (ino, truncate_from))
+            for idx, digest in changes.items():
+                old = c.execute("SELECT hash FROM extents WHERE ino = ? AND idx = ?",
+                                (ino, idx)).fetchone()
+                if old is not None:
+                    c.execute("UPDATE blocks SET refs = refs - 1 WHERE hash = ?", old)
+                if digest is None:
+                    c.execute("DELETE FROM extents WHERE ino = ? AND idx = ?", (ino, idx))
+                else:
+                    c.execute("INSERT OR REPLACE INTO extents VALUES (?, ?, ?)", (ino, idx, digest))
+                    c.execute("UPDATE blocks SET refs = refs + 1 WHERE hash = ?", (digest,))
+            mtime = mtime or now
+            c.execute("UPDATE inodes SET size = ?, etag = ?, mtime = ?, ctime = ? WHERE ino = ?",
+                      (size, etag, mtime, now, ino))
+        return self.getattr(ino)
+
+    def copy_content(self, src: int, dst: int) -> Attr:
+        """Make ``dst`` share ``src``'s blocks (O(blocks) rows, no data copied)."""
+        now = time.time_ns()
+        with self.write() as c:
+            size, etag = c.execute("SELECT size, etag FROM inodes WHERE ino = ?", (src,)).fetchone()
+            self._purge_content(c, dst)
+            c.execute("INSERT INTO extents SELECT ?, idx, hash FROM extents WHERE ino = ?",
+                      (dst, src))
+            c.executemany("UPDATE blocks SET refs = refs + 1 WHERE hash = ?",
+                          c.execute("SELECT hash FROM extents WHERE ino = ?", (src,)).fetchall())
+            c.execute("UPDATE inodes SET size = ?, etag = ?, mtime = ?, ctime = ? WHERE ino = ?",
+                      (size, etag, now, now, dst))
+        return self.getattr(dst)
+
+    def _purge_content(self, c, ino: int) -> None:
+        olds = c.execute("SELECT hash FROM extents WHERE ino = ?", (ino,)).fetchall()
+        c.executemany("UPDATE blocks SET refs = refs - 1 WHERE hash = ?", olds)
+        c.execute("DELETE FROM extents WHERE ino = ?", (ino,))
+
+    def unreferenced_blocks(self, limit: int = 1000) -> list[bytes]:
+        rows = self._conn().execute("SELECT hash FROM blocks WHERE refs = 0 LIMIT ?", (limit,))
+        return [r[0] for r in rows]
+
+    def forget_blocks(self, digests: list[bytes]) -> list[bytes]:
+        """Delete block rows that are still unreferenced; return the ones deleted."""
+        gone = []
+        with self.write() as c:
+            for d in digests:
+                if c.execute("DELETE FROM blocks WHERE hash = ? AND refs = 0", (d,)).rowcount:
+                    gone.append(d)
+        return gone
+
+    def block_refs_row(self, digest: bytes) -> bool:
+        """Whether the volume knows the block (stored, or queued for upload)."""
+        return self._conn().execute("SELECT 1 FROM blocks WHERE hash = ?",
+                                    (digest,)).fetchone() is not None
+
+    def snapshot_content(self, ino: int) -> tuple[Attr, dict[int, bytes]]:
+        """Attributes and extent map of a file, read in one transaction (never a mix)."""
+        c = self._conn()
+        if c.in_transaction:
+            return self.getattr(ino), self.extents(ino)
+        c.execute("BEGIN")
+        try:
+            attr = self.getattr(ino)
+            extents = self.extents(ino)
+        finally:
+            c.execute("COMMIT")
+        return attr, extents
+
+    def block_refs(self, digest: bytes) -> int:
+        row = self._conn().execute("SELECT refs FROM blocks WHERE hash = ?", (digest,)).fetchone()
+        return row[0] if row else 0
+
+    def stats(self) -> dict[str, int]:
+        c = self._conn()
+        files, used = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM inodes").fetchone()
+        blocks, raw, stored = c.execute("SELECT COUNT(*), COALESCE(SUM(raw_size), 0), "
+                                        "COALESCE(SUM(stored_size), 0) FROM blocks").fetchone()
+        return {"inodes": files, "logical_bytes": used, "blocks": blocks,
+                "block_raw_bytes": raw, "block_stored_bytes": stored}

@@ -1,0 +1,398 @@
+"""A volume: one data dir (tree database, block cache) over one object store. This is the
+object every face receives.
+
+``Volume`` offers ``os``-like calls by path (stat, listdir, mkdir, unlink, rename, open
+for reading, a streaming writer, copy) and by inode (``tree`` for the namespace,
+``pwrite``/``truncate`` for contents), so WebDAV and FUSE are thin shims over it.
+
+It also owns the lifecycle around the parts: the volume descriptor ``volume.json`` in the
+store, the worker pool that encodes blocks, garbage collection of unreferenced blocks, and
+the clean-up after a crash (unlinked inodes, blocks never committed).
+
+Threading: all methods are safe to call from many threads. Per-inode locks serialise
+in-place writes to one file; ``Pins`` keeps GC away from blocks in use (see files.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat as st
+import threading
+import time
+import uuid
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .. import store as store_mod
+from . import errors
+from .blocks import BlockCodec, block_key, kind_of_name
+from .cache import BlockCache
+from .files import FileReader, FileWriter, Pins, _BlockStorer, content_etag
+from .tree import ROOT, Attr, Tree, split_path
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DEFAULT_BLOCK_SIZE = 4 << 20
+DEFAULT_CACHE_SIZE = 10 << 30
+
+
+class Volume:
+    def __init__(self, data_dir: Path, store: store_mod.ObjectStore, tree: Tree,
+                 block_size: int, cache: BlockCache, codec: BlockCodec, volume_id: str,
+                 workers: int, readahead: int, gc_interval: float):
+        self.data_dir = data_dir
+        self.store = store
+        self.tree = tree
+        self.block_size = block_size
+        self.cache = cache
+        self.codec = codec
+        self.volume_id = volume_id
+        self.readahead = readahead
+        self.pins = Pins()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rzd-encode")
+        self._slots = threading.BoundedSemaphore(workers * 2)
+        self._inode_locks: weakref.WeakValueDictionary[int, threading.Lock] = \
+            weakref.WeakValueDictionary()
+        self._locks_lock = threading.Lock()
+        self._open_readers: dict[int, int] = {}
+        self._closed = False
+        self._gc_stop = threading.Event()
+        self._gc_thread = None
+        if gc_interval > 0:
+            self._gc_thread = threading.Thread(target=self._gc_loop, args=(gc_interval,),
+                                               name="rzd-gc", daemon=True)
+            self._gc_thread.start()
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike, store_url: str | None = None, *,
+             endpoint: str | None = None, store: store_mod.ObjectStore | None = None,
+             block_size: int | None = None, cache_size: int = DEFAULT_CACHE_SIZE,
+             dirty_limit: int | None = None, uploaders: int = 8, upload_paused: bool = False,
+             workers: int | None = None, readahead: int = 4,
+             gc_interval: float = 5.0) -> "Volume":
+        """Open (creating if needed) the volume in ``data_dir`` over the given store.
+
+        ``store_url`` defaults to a local store inside the data dir. The block size is fixed
+        when the volume is created; a different ``block_size`` later is ignored.
+        """
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if store is None:
+            store = store_mod.open_store(store_url or (data_dir / "store").as_uri(),
+                                         endpoint=endpoint)
+        desc = _load_or_create_descriptor(store, block_size or DEFAULT_BLOCK_SIZE)
+        if block_size and block_size != desc["block_size"]:
+            log.warning("volume block size is %d; ignoring %d", desc["block_size"], block_size)
+        tree = Tree(data_dir / "meta.db")
+        known = tree.meta("volume_id")
+        if known is None:
+            tree.set_meta("volume_id", desc["volume_id"])
+        elif known != desc["volume_id"]:
+            tree.close()
+            raise errors.VolumeError(
+                f"data dir {data_dir} belongs to volume {known}, but {store.url} holds volume "
+                f"{desc['volume_id']}; use another --data-dir")
+        codec = BlockCodec()
+        cache = BlockCache(data_dir / "cache", store, codec, max_bytes=cache_size,
+                           dirty_limit=dirty_limit, uploaders=uploaders,
+                           upload_paused=upload_paused)
+        vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
+                  workers or max(2, os.cpu_count() or 2), readahead, gc_interval)
+        vol._recover()
+        return vol
+
+    def _recover(self) -> None:
+        """After a crash: drop inodes unlinked while open and blocks no commit refers to."""
+        n = self.tree.purge_orphans()
+        if n:
+            log.info("removed %d unlinked inodes left by an earlier run", n)
+        stray = [name for name in self.cache.dirty_names() if not self.tree.block_refs_row(name)]
+        if stray:
+            log.info("dropping %d cached blocks of writes that never completed", len(stray))
+            self.cache.discard(stray)
+
+    # -- namespace by path --
+
+    def stat(self, path: str) -> Attr:
+        return self.tree.resolve(path)
+
+    def listdir(self, path: str) -> list[tuple[str, Attr]]:
+        attr = self.tree.resolve(path)
+        if not attr.is_dir:
+            raise errors.NotADirectory(f"{path} is not a directory")
+        return self.tree.readdir(attr.ino)
+
+    def _parent(self, path: str) -> tuple[int, str]:
+        names = split_path(path)
+        if not names:
+            raise errors.InvalidArgument("the root has no parent")
+        parent = self.tree.resolve("/" + "/".join(names[:-1]))
+        if not parent.is_dir:
+            raise errors.NotADirectory(f"{path}: parent is not a directory")
+        return parent.ino, names[-1]
+
+    def mkdir(self, path: str, mode: int = 0o755) -> Attr:
+        parent, name = self._parent(path)
+        return self.tree.mkdir(parent, name, mode)
+
+    def unlink(self, path: str) -> None:
+        parent, name = self._parent(path)
+        self.tree.unlink(parent, name, keep=self._open_inodes())
+
+    def rmdir(self, path: str) -> None:
+        parent, name = self._parent(path)
+        self.tree.rmdir(parent, name)
+
+    def rename(self, src: str, dst: str, replace: bool = True) -> None:
+        sp, sn = self._parent(src)
+        dp, dn = self._parent(dst)
+        self.tree.rename(sp, sn, dp, dn, replace=replace, keep=self._open_inodes())
+
+    def copy(self, src: str, dst: str, replace: bool = True) -> Attr:
+        """Copy a file in O(1) data: the copy shares the source's blocks."""
+        sattr = self.tree.resolve(src)
+        if not sattr.is_file:
+            raise errors.IsADirectory(f"{src} is not a file")
+        parent, name = self._parent(dst)
+        with self.tree.write():
+            try:
+                dattr = self.tree.lookup(parent, name)
+                if not replace:
+                    raise errors.Exists(f"{dst} exists")
+                if not dattr.is_file:
+                    raise errors.IsADirectory(f"{dst} is not a file")
+            except errors.NotFound:
+                dattr = self.tree.create(parent, name, sattr.mode & 0o7777)
+            return self.tree.copy_content(sattr.ino, dattr.ino)
+
+    # -- contents --
+
+    def open_read(self, path_or_ino: str | int) -> FileReader:
+        ino = path_or_ino if isinstance(path_or_ino, int) else self.tree.resolve(path_or_ino).ino
+        attr = self.tree.getattr(ino)
+        if not attr.is_file:
+            raise errors.IsADirectory(f"inode {ino} is not a regular file")
+        with self._locks_lock:
+            self._open_readers[ino] = self._open_readers.get(ino, 0) + 1
+        try:
+            return FileReader(self, ino)
+        except BaseException:
+            self._reader_closed(ino)
+            raise
+
+    def read_file(self, path: str) -> bytes:
+        with self.open_read(path) as r:
+            return r.read()
+
+    def open_write(self, path: str, mtime: int | None = None,
+                   expect_etag: str | None = None) -> FileWriter:
+        """A writer of a whole new content for ``path`` (created on close if missing)."""
+        parent, name = self._parent(path)
+        try:
+            if self.tree.lookup(parent, name).is_dir:
+                raise errors.IsADirectory(f"{path} is a directory")
+        except errors.NotFound:
+            pass
+        return FileWriter(self, parent, name, mtime=mtime, expect_etag=expect_etag)
+
+    def write_file(self, path: str, data: bytes, mtime: int | None = None) -> Attr:
+        with self.open_write(path, mtime=mtime) as w:
+            w.write(data)
+        return self.stat(path)
+
+    def _publish(self, parent: int, name: str, size: int, extents: dict[int, bytes],
+                 new_blocks, mtime: int | None, expect_etag: str | None) -> Attr:
+        with self.tree.write():
+            try:
+                attr = self.tree.lookup(parent, name)
+                if not attr.is_file:
+                    raise errors.IsADirectory(f"{name!r} is not a regular file")
+            except errors.NotFound:
+                if expect_etag:
+                    raise errors.Conflict(f"{name!r} was removed while being written")
+                attr = self.tree.create(parent, name)
+            return self.tree.set_content(attr.ino, size, extents, content_etag(size, extents),
+                                         truncate_from=0, blocks=new_blocks, mtime=mtime,
+                                         expect_etag=expect_etag)
+
+    def _inode_lock(self, ino: int) -> threading.Lock:
+        with self._locks_lock:
+            lock = self._inode_locks.get(ino)
+            if lock is None:
+                lock = threading.Lock()
+                self._inode_locks[ino] = lock
+            return lock
+
+    def pwrite(self, ino: int, offset: int, data: bytes) -> Attr:
+        """Write ``data`` at ``offset`` (past the end leaves a hole). Each touched block is
+        rewritten as a new block; the change is committed before this returns."""
+        if offset < 0:
+            raise errors.InvalidArgument("negative offset")
+        if not data:
+            return self.tree.getattr(ino)
+        bs = self.block_size
+        with self._inode_lock(ino):
+            attr, extents = self.tree.snapshot_content(ino)
+            if not attr.is_file:
+                raise errors.IsADirectory(f"inode {ino} is not a regular file")
+            self.pins.pin(extents.values())
+            storer = _BlockStorer(self, kind_of_name(None))
+            try:
+                end = offset + len(data)
+                for idx in range(offset // bs, (end - 1) // bs + 1):
+                    start = idx * bs
+                    old = self._read_block(extents.get(idx), min(bs, max(attr.size - start, 0)))
+                    lo, hi = max(offset, start) - start, min(end, start + bs) - start
+                    new = bytearray(old)
+                    if len(new) < hi:
+                        new.extend(bytes(hi - len(new)))
+                    new[lo:hi] = data[max(offset, start) - offset:min(end, start + bs) - offset]
+                    storer.submit(idx, bytes(new))
+                storer.wait()
+                changes = storer.done
+                size = max(attr.size, end)
+                merged = {**extents, **changes}
+                result = self.tree.set_content(ino, size, changes, content_etag(size, merged),
+                                               blocks=storer.new_blocks)
+            except BaseException:
+                storer.abandon()
+                raise
+            finally:
+                self.pins.unpin(extents.values())
+            storer.finish()
+            return result
+
+    def _read_block(self, name: bytes | None, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        if name is None:
+            return bytes(length)
+        return self.cache.get(name)[:length]
+
+    def truncate(self, ino: int, size: int) -> Attr:
+        """Set a file's size; bytes past the old end read as zeros."""
+        if size < 0:
+            raise errors.InvalidArgument("negative size")
+        bs = self.block_size
+        with self._inode_lock(ino):
+            attr, extents = self.tree.snapshot_content(ino)
+            if not attr.is_file:
+                raise errors.IsADirectory(f"inode {ino} is not a regular file")
+            keep = (size + bs - 1) // bs
+            changes: dict[int, bytes | None] = {}
+            storer = _BlockStorer(self, None)
+            self.pins.pin(extents.values())
+            try:
+                tail = size % bs
+                if size < attr.size and tail and (keep - 1) in extents:
+                    # Cut the last kept block, so growing the file again reads zeros there.
+                    storer.submit(keep - 1, self._read_block(extents[keep - 1], tail))
+                    storer.wait()
+                    changes.update(storer.done)
+                merged = {i: h for i, h in extents.items() if i < keep}
+                merged.update(changes)
+                result = self.tree.set_content(ino, size, changes, content_etag(size, merged),
+                                               truncate_from=keep if size < attr.size else None,
+                                               blocks=storer.new_blocks)
+            except BaseException:
+                storer.abandon()
+                raise
+            finally:
+                self.pins.unpin(extents.values())
+            storer.finish()
+            return result
+
+    # -- open handles and garbage --
+
+    def _open_inodes(self) -> set[int]:
+        with self._locks_lock:
+            return set(self._open_readers)
+
+    def _reader_closed(self, ino: int) -> None:
+        with self._locks_lock:
+            n = self._open_readers.get(ino, 0) - 1
+            if n > 0:
+                self._open_readers[ino] = n
+                return
+            self._open_readers.pop(ino, None)
+        if not self._closed:
+            self.tree.purge_if_unlinked(ino)
+
+    def _discard_uncommitted(self, names: list[bytes]) -> None:
+        """Drop blocks an abandoned write stored that no committed file refers to."""
+        claimed = self.pins.claim(set(names), lambda n: not self.tree.block_refs_row(n))
+        try:
+            self.cache.discard(claimed)
+        finally:
+            self.pins.release(claimed)
+
+    def collect_garbage(self) -> int:
+        """Delete unreferenced blocks from the cache, the store and the metadata; return how
+        many. A block in use by a writer or reader (pinned) is left for a later run."""
+        total = 0
+        while True:
+            candidates = self.tree.unreferenced_blocks(1000)
+            claimed = self.pins.claim(candidates, lambda n: self.tree.block_refs(n) == 0)
+            if not claimed:
+                return total
+            try:
+                self.cache.discard(claimed)
+                self.store.delete_many(block_key(n) for n in claimed)
+                total += len(self.tree.forget_blocks(claimed))
+            finally:
+                self.pins.release(claimed)
+            if len(candidates) < 1000:
+                return total
+
+    def _gc_loop(self, interval: float) -> None:
+        while not self._gc_stop.wait(interval):
+            try:
+                self.collect_garbage()
+            except store_mod.StoreError as exc:
+                log.warning("garbage collection postponed: %s", exc)
+            except Exception:
+                log.exception("garbage collection failed")
+
+    def figures(self) -> dict:
+        return {"volume_id": self.volume_id, "block_size": self.block_size,
+                **self.tree.stats(), **self.cache.figures(), "compression": self.codec.snapshot()}
+
+    def close(self) -> None:
+        """Finish work in flight and close; queued uploads resume at the next open."""
+        if self._closed:
+            return
+        self._closed = True
+        self._gc_stop.set()
+        if self._gc_thread:
+            self._gc_thread.join()
+        self._pool.shutdown(wait=True)
+        self.cache.close()
+        self.tree.close()
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _load_or_create_descriptor(store: store_mod.ObjectStore, block_size: int) -> dict:
+    try:
+        desc = json.loads(store.get("volume.json"))
+    except store_mod.NotFound:
+        desc = {"format": FORMAT_VERSION, "volume_id": uuid.uuid4().hex,
+                "block_size": block_size, "hash": "sha256", "created": time.time()}
+        try:
+            store.put("volume.json", json.dumps(desc, indent=1).encode(), if_absent=True)
+        except store_mod.PreconditionFailed:
+            desc = json.loads(store.get("volume.json"))  # another gateway created it first
+    except store_mod.StoreError as exc:
+        raise errors.VolumeError(f"cannot read volume.json from {store.url}: {exc}") from None
+    if desc.get("format", 0) > FORMAT_VERSION:
+        raise errors.VolumeError(f"volume format {desc['format']} is newer than this razordav")
+    return desc

@@ -1,0 +1,172 @@
+"""The object-store interface every backend implements, its errors, and the retry wrapper.
+
+A store maps keys (``/``-separated strings) to immutable byte strings. It knows nothing of
+files, blocks or trees. Backends implement seven methods; conveniences (``exists``,
+``delete``) and retries live here, so a backend stays small.
+
+Threading: every backend MUST be safe to call from many threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """Base of all object-store errors."""
+
+
+class NotFound(StoreError):
+    """The key does not exist."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional put found the key in a state other than the one asked for."""
+
+
+class Unavailable(StoreError):
+    """The store could not be reached or kept failing; the operation may succeed later."""
+
+
+class ConfigError(StoreError):
+    """The store cannot be used as configured (bad URL, missing bucket, no credentials)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    mtime: float = 0.0
+    storage_class: str | None = None
+
+
+class ObjectStore(ABC):
+    """Put, get, head, delete, list and copy immutable objects by key.
+
+    Contracts:
+    - ``get`` of a missing key MUST raise ``NotFound``; a range past the end returns the
+      bytes that exist (possibly none).
+    - ``put`` replaces an existing key atomically: a reader sees the old or the new object.
+      With ``if_absent`` it MUST raise ``PreconditionFailed`` when the key exists; with
+      ``if_match`` when the key's etag differs (or the key is missing).
+    - ``delete_many`` MUST ignore missing keys.
+    - ``list`` yields every key under the prefix, in key order.
+    """
+
+    url: str = ""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, *, if_absent: bool = False,
+            if_match: str | None = None, storage_class: str | None = None) -> str:
+        """Store ``data`` under ``key``; return the new etag."""
+
+    @abstractmethod
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the object's bytes, or ``length`` bytes from ``offset``."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo:
+        """Return size and etag of ``key``."""
+
+    @abstractmethod
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete the keys; missing ones are fine."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield the objects whose key starts with ``prefix``."""
+
+    @abstractmethod
+    def copy(self, src: str, dst: str, storage_class: str | None = None) -> None:
+        """Copy an object within the store (also how a storage class is changed)."""
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` may go away when the same call is tried again."""
+        return isinstance(exc, (Unavailable, ConnectionError, TimeoutError))
+
+    def close(self) -> None:
+        pass
+
+    # -- conveniences built on the seven methods --
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+            return True
+        except NotFound:
+            return False
+
+    def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    def unwrap(self) -> "ObjectStore":
+        return self
+
+
+class RetryingStore(ObjectStore):
+    """Retries the transient errors of the wrapped store with capped, jittered backoff.
+
+    After ``attempts`` tries, or ``deadline`` seconds, the last error is raised as
+    ``Unavailable``, so callers never hang on a dead store.
+    """
+
+    def __init__(self, inner: ObjectStore, attempts: int = 5, base_delay: float = 0.1,
+                 max_delay: float = 2.0, deadline: float = 10.0):
+        self.inner = inner
+        self.url = inner.url
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.deadline = deadline
+
+    def _call(self, what: str, fn):
+        start = time.monotonic()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except Exception as exc:
+                if not self.inner.is_transient(exc):
+                    raise
+                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
+                if attempt == self.attempts or time.monotonic() - start + delay > self.deadline:
+                    raise Unavailable(f"{self.url}: {what} failed {attempt} times: {exc}") from exc
+                log.debug("%s %s: transient error %s, retrying in %.2fs", self.url, what, exc, delay)
+                time.sleep(delay)
+
+    def put(self, key, data, **kwargs):
+        return self._call("put", lambda: self.inner.put(key, data, **kwargs))
+
+    def get(self, key, offset=0, length=None):
+        return self._call("get", lambda: self.inner.get(key, offset, length))
+
+    def head(self, key):
+        return self._call("head", lambda: self.inner.head(key))
+
+    def delete_many(self, keys):
+        keys = list(keys)
+        return self._call("delete", lambda: self.inner.delete_many(keys))
+
+    def list(self, prefix=""):
+        # Retried as a whole: listings are only used for fsck and restore, never hot paths.
+        return iter(self._call("list", lambda: list(self.inner.list(prefix))))
+
+    def copy(self, src, dst, storage_class=None):
+        return self._call("copy", lambda: self.inner.copy(src, dst, storage_class))
+
+    def is_transient(self, exc):
+        return self.inner.is_transient(exc)
+
+    def close(self):
+        self.inner.close()
+
+    def unwrap(self):
+        return self.inner.unwrap()

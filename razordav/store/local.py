@@ -1,0 +1,128 @@
+"""Local-directory object store: the embedded default, and the model every backend must match.
+
+Each key is a file below ``root``. A put writes a temporary file, fsyncs it, and renames it
+into place (then fsyncs the directory), so a crash leaves the old object or the new one.
+Etags are the MD5 of the content, as S3 gives for simple uploads.
+
+Threading: safe; conditional puts are serialised by one lock (they are rare: the lease).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .base import ConfigError, NotFound, ObjectInfo, ObjectStore, PreconditionFailed
+
+_ETAG_SUFFIX = ".etag"
+
+
+class LocalStore(ObjectStore):
+    def __init__(self, root: str | os.PathLike, create: bool = True):
+        self.root = Path(root).resolve()
+        self.url = self.root.as_uri()
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise ConfigError(f"object store directory {self.root} does not exist")
+        self._cond_lock = threading.Lock()
+
+    def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/") or "\0" in key:
+            raise ValueError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def put(self, key, data, *, if_absent=False, if_match=None, storage_class=None):
+        path = self._path(key)
+        if if_absent or if_match is not None:
+            with self._cond_lock:
+                self._check_condition(key, if_absent, if_match)
+                return self._write(path, data)
+        return self._write(path, data)
+
+    def _check_condition(self, key, if_absent, if_match):
+        try:
+            current = self.head(key).etag
+        except NotFound:
+            current = None
+        if if_absent and current is not None:
+            raise PreconditionFailed(f"{key} exists")
+        if if_match is not None and current != if_match:
+            raise PreconditionFailed(f"{key} has etag {current}, not {if_match}")
+
+    def _write(self, path: Path, data: bytes) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return hashlib.md5(data).hexdigest()
+
+    def get(self, key, offset=0, length=None):
+        try:
+            with open(self._path(key), "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(key) from None
+
+    def head(self, key):
+        path = self._path(key)
+        try:
+            st = path.stat()
+            if not path.is_file():
+                raise NotFound(key)
+            with open(path, "rb") as f:
+                etag = hashlib.file_digest(f, "md5").hexdigest()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(key) from None
+        return ObjectInfo(key, st.st_size, etag, st.st_mtime)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            try:
+                self._path(key).unlink()
+            except FileNotFoundError:
+                pass
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the directory that holds the prefix, in key order.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(self.root / base if base else self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    continue
+                key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                if key.startswith(prefix):
+                    keys.append(key)
+        for key in sorted(keys):
+            try:
+                st = (self.root / key).stat()
+            except FileNotFoundError:
+                continue
+            yield ObjectInfo(key, st.st_size, "", st.st_mtime)
+
+    def copy(self, src, dst, storage_class=None):
+        self.put(dst, self.get(src))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
