@@ -71,12 +71,16 @@ class BlockCache:
         self.last_error_time: float | None = None
         self._closing = False
         self._paused = upload_paused
+        self.room_timeout = 30.0
         self._index = SqliteDict(str(self.dir / "index.sqlite"), tablename="blocks",
                                  encode=json.dumps, decode=json.loads, autocommit=False)
         self._load()
         self._downloads = ThreadPoolExecutor(downloaders, thread_name_prefix="rzd-fetch")
         self._uploaders = [threading.Thread(target=self._upload_loop, name=f"rzd-upload-{i}",
                                             daemon=True) for i in range(uploaders)]
+
+    def start(self) -> None:
+        """Start the uploaders (after the owner has dropped blocks it does not want)."""
         for t in self._uploaders:
             t.start()
 
@@ -121,11 +125,7 @@ class BlockCache:
         with self._lock:
             if hexname in self._entries:
                 return
-            if self.dirty_bytes + len(data) > self.dirty_limit:
-                self.stats["nospace"] += 1
-                raise errors.NoSpace(
-                    f"{self.dirty_bytes} bytes wait for upload (limit {self.dirty_limit}); "
-                    f"the store is {'unreachable: ' + self.last_error if self.last_error else 'slow'}")
+            self._wait_for_room(len(data))
         self._write_file(hexname, data, fsync=True)
         with self._lock:
             if hexname in self._entries:
@@ -138,6 +138,20 @@ class BlockCache:
             self._queue.append(hexname)
             self._wake.notify()
         self._evict()
+
+    def _wait_for_room(self, size: int) -> None:
+        """Backpressure: while the store works, wait for uploads to make room under the dirty
+        limit; when it is failing (or stays too slow), refuse with ``NoSpace``."""
+        deadline = time.monotonic() + self.room_timeout
+        while self.dirty_bytes + size > self.dirty_limit:
+            remaining = deadline - time.monotonic()
+            if self.last_error or self._paused or remaining <= 0:
+                self.stats["nospace"] += 1
+                why = f"the store fails: {self.last_error}" if self.last_error else \
+                    "uploads are paused" if self._paused else "uploads are too slow"
+                raise errors.NoSpace(f"{self.dirty_bytes} bytes wait for upload, the limit is "
+                                     f"{self.dirty_limit}; {why}")
+            self._wake.wait(min(remaining, 0.5))
 
     def sync(self) -> None:
         """Make every ``put_dirty`` so far durable (commits the index)."""
@@ -223,7 +237,9 @@ class BlockCache:
                 data = self.store.get(block_key(name))
             except store_mod.NotFound:
                 raise errors.Corrupt(f"block {hexname[:16]} is missing from the store") from None
-            except store_mod.StoreError as exc:
+            except Exception as exc:
+                if not (isinstance(exc, store_mod.StoreError) or self.store.is_transient(exc)):
+                    raise
                 self._note_error(exc)
                 raise errors.Unavailable(f"cannot fetch block {hexname[:16]}: {exc}") from None
             raw = self.codec.decode(data, name)
@@ -407,7 +423,8 @@ class BlockCache:
             self._closing = True
             self._wake.notify_all()
         for t in self._uploaders:
-            t.join(timeout=60)
+            if t.is_alive():
+                t.join(timeout=60)
         self._downloads.shutdown(wait=True, cancel_futures=True)
         self._index.commit(blocking=True)
         self._index.close()

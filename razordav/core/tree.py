@@ -396,7 +396,7 @@ class Tree:
             if exchange:
                 return self._exchange(c, old_parent, old_key, src, new_parent, new_key, dst, now)
             if dst is not None and dst[0] == ino:
-                if old_parent == new_parent and old_key == new_key and old_name != new_name:
+                if old_parent == new_parent and old_key == new_key:
                     c.execute("UPDATE dentries SET name = ? WHERE parent = ? AND key = ?",
                               (new_name, new_parent, new_key))
                 return None  # renaming a link onto itself does nothing

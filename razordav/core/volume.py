@@ -91,6 +91,7 @@ class Volume:
         known = tree.meta("volume_id")
         if known is None:
             tree.set_meta("volume_id", desc["volume_id"])
+            tree.set_meta("block_size", str(desc["block_size"]))
         elif known != desc["volume_id"]:
             tree.close()
             raise errors.VolumeError(
@@ -103,6 +104,7 @@ class Volume:
         vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
                   workers or max(2, os.cpu_count() or 2), readahead, gc_interval)
         vol._recover()
+        cache.start()
         return vol
 
     def _recover(self) -> None:

@@ -1,0 +1,93 @@
+"""Block format, verification and adaptive compression."""
+
+import os
+import random
+
+import pytest
+
+from razordav.core import errors
+from razordav.core.blocks import HEADER, BlockCodec, digest, kind_of_head, kind_of_name
+
+
+def text_bytes(n, seed=1):
+    rng = random.Random(seed)
+    words = ["storage", "gateway", "block", "the", "of", "inode", "cache", "bucket", "écrit",
+             "upload", "\n", "données", "metadata", "journal", "zstd"]
+    out = []
+    size = 0
+    while size < n:
+        w = rng.choice(words) + " "
+        out.append(w)
+        size += len(w.encode())
+    return "".join(out).encode()[:n]
+
+
+def test_roundtrip_and_name_is_sha256():
+    codec = BlockCodec()
+    raw = text_bytes(100_000)
+    enc = codec.encode(raw)
+    assert enc.digest == digest(raw)
+    assert codec.decode(enc.data, enc.digest) == raw
+    assert len(enc.data) < len(raw) // 2
+
+
+def test_random_data_is_stored_raw():
+    codec = BlockCodec()
+    raw = os.urandom(1 << 20)
+    enc = codec.encode(raw)
+    assert enc.kind == "compressed"
+    assert len(enc.data) == len(raw) + HEADER.size
+
+
+def test_text_gets_a_higher_level_than_binary():
+    codec = BlockCodec()
+    assert codec.classify(text_bytes(200_000)) == "text"
+    binary = bytes(random.Random(2).choice(range(16)) for _ in range(200_000))
+    binary = binary.replace(b"\x0a", b"\x00")
+    assert codec.classify(binary) == "binary"
+
+
+@pytest.mark.parametrize("name", ["photo.JPG", "a.zip", "movie.mp4", "x.tar.gz"])
+def test_compressed_by_extension(name):
+    assert kind_of_name(name) == "compressed"
+    codec = BlockCodec()
+    enc = codec.encode(text_bytes(50_000), hint=kind_of_name(name))
+    assert enc.kind == "compressed" and len(enc.data) == 50_000 + HEADER.size
+
+
+@pytest.mark.parametrize("head", [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n", b"PK\x03\x04", b"\x1f\x8b\x08",
+                                  b"\x00\x00\x00\x18ftypmp42"])
+def test_compressed_by_magic(head):
+    assert kind_of_head(head) == "compressed"
+    assert kind_of_head(b"plain text") is None
+    assert kind_of_name("notes.txt") is None
+
+
+def test_counters_per_kind():
+    codec = BlockCodec()
+    codec.encode(text_bytes(100_000))
+    codec.encode(os.urandom(100_000))
+    stats = codec.snapshot()
+    assert stats["text"]["bytes_in"] == 100_000 and stats["text"]["bytes_stored"] < 50_000
+    assert stats["compressed"]["bytes_in"] == 100_000
+
+
+@pytest.mark.parametrize("damage", ["flip_payload", "truncate", "bad_magic", "newer_version",
+                                    "wrong_name"])
+def test_damaged_objects_are_refused(damage):
+    codec = BlockCodec()
+    raw = text_bytes(10_000)
+    enc = codec.encode(raw)
+    data, name = bytearray(enc.data), enc.digest
+    if damage == "flip_payload":
+        data[-5] ^= 0xFF
+    elif damage == "truncate":
+        data = data[:10]
+    elif damage == "bad_magic":
+        data[0:4] = b"XXXX"
+    elif damage == "newer_version":
+        data[4] = 99
+    else:
+        name = digest(b"other")
+    with pytest.raises(errors.Corrupt):
+        codec.decode(bytes(data), name)

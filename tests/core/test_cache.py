@@ -1,0 +1,142 @@
+"""The block cache: eviction never drops dirty blocks, the upload queue survives a restart,
+the dirty limit turns into NoSpace, and a failing store keeps blocks queued."""
+
+import os
+import time
+
+import pytest
+
+from razordav.core import errors
+from razordav.store import ObjectStore
+from razordav.store.local import LocalStore
+
+from .conftest import BS, store_objects
+
+
+def test_eviction_keeps_dirty_blocks(open_volume):
+    vol = open_volume(cache_size=4 * BS, dirty_limit=64 * BS, upload_paused=True)
+    files = {f"/f{i}": os.urandom(2 * BS) for i in range(8)}   # 16 blocks, cache holds 4
+    for path, data in files.items():
+        vol.write_file(path, data)
+    assert vol.cache.figures()["dirty_bytes"] >= 16 * BS
+    assert len(vol.cache.dirty_names()) == 16                  # nothing dirty was evicted
+    vol.cache.pause_uploads(False)
+    assert vol.cache.wait_uploaded(30)
+    # once uploaded, clean blocks are evicted down to the limit
+    vol.write_file("/trigger", os.urandom(BS))
+    assert vol.cache.wait_uploaded(30)
+    assert vol.cache.total_bytes <= 4 * (BS + 64)
+    assert vol.cache.stats["evictions"] > 0
+    for path, data in files.items():
+        assert vol.read_file(path) == data                     # evicted ones come back
+
+
+def test_restart_with_uploads_paused_drains_queue(open_volume):
+    vol = open_volume(upload_paused=True)
+    data = os.urandom(5 * BS)
+    vol.write_file("/f", data)
+    assert store_objects(vol) == []
+    vol.close()                                                # queue is still full
+    vol = open_volume()
+    assert vol.cache.wait_uploaded(30)
+    assert len(store_objects(vol)) == 5
+    assert vol.read_file("/f") == data
+    assert vol.cache.queue_length() == 0
+
+
+def test_dirty_limit_gives_nospace_and_leaves_old_file(open_volume):
+    vol = open_volume(dirty_limit=3 * (BS + 64), upload_paused=True)
+    vol.write_file("/small", b"ok")
+    with pytest.raises(errors.NoSpace):
+        vol.write_file("/big", os.urandom(6 * BS))
+    with pytest.raises(errors.NotFound):
+        vol.stat("/big")
+    assert vol.read_file("/small") == b"ok"
+    vol.cache.pause_uploads(False)
+    assert vol.cache.wait_uploaded(30)
+    vol.write_file("/big", os.urandom(2 * BS))                 # room again after the drain
+
+
+class Outage(ObjectStore):
+    """A local store that can be switched off, like an S3 endpoint going away."""
+
+    def __init__(self, root):
+        self.inner = LocalStore(root)
+        self.url = self.inner.url
+        self.down = False
+
+    def _check(self):
+        if self.down:
+            raise ConnectionError("endpoint unreachable")
+
+    def put(self, key, data, **kw):
+        self._check()
+        return self.inner.put(key, data, **kw)
+
+    def get(self, key, offset=0, length=None):
+        self._check()
+        return self.inner.get(key, offset, length)
+
+    def head(self, key):
+        self._check()
+        return self.inner.head(key)
+
+    def delete_many(self, keys):
+        self._check()
+        return self.inner.delete_many(keys)
+
+    def list(self, prefix=""):
+        self._check()
+        return self.inner.list(prefix)
+
+    def copy(self, src, dst, storage_class=None):
+        self._check()
+        return self.inner.copy(src, dst, storage_class)
+
+
+def test_store_outage_keeps_blocks_queued_then_drains(open_volume, tmp_path):
+    store = Outage(tmp_path / "outage-store")
+    vol = open_volume(store=store)
+    vol.write_file("/before", b"cached")
+    assert vol.cache.wait_uploaded(10)
+    store.down = True
+    data = os.urandom(4 * BS)
+    vol.write_file("/during", data)                            # acknowledged from the cache
+    time.sleep(0.5)
+    figures = vol.cache.figures()
+    assert figures["upload_queue"] > 0 and "unreachable" in figures["last_store_error"]
+    assert vol.read_file("/before") == b"cached"               # cached reads keep working
+    store.down = False
+    assert vol.cache.wait_uploaded(60)
+    assert vol.cache.figures()["last_store_error"] is None
+    assert len(list(store.inner.list("blocks/"))) == 5
+
+
+def test_uncached_read_during_outage_is_unavailable(open_volume, tmp_path):
+    store = Outage(tmp_path / "outage-store")
+    vol = open_volume(store=store, cache_size=2 * BS, dirty_limit=64 * BS)
+    vol.write_file("/f", os.urandom(6 * BS))
+    assert vol.cache.wait_uploaded(10)
+    vol.write_file("/g", os.urandom(4 * BS))                   # pushes /f out of the cache
+    assert vol.cache.wait_uploaded(10)
+    store.down = True
+    from razordav.store import RetryingStore
+    assert not isinstance(store, RetryingStore)
+    with pytest.raises(errors.Unavailable):
+        vol.read_file("/f")
+
+
+def test_dirty_blocks_of_an_unfinished_write_are_dropped_at_start(open_volume):
+    vol = open_volume(upload_paused=True)
+    w = vol.open_write("/f")
+    w.write(os.urandom(3 * BS))                                # blocks cached, never committed
+    w._storer._reap(block=True)
+    vol.cache.sync()
+    # simulate a crash: no abort, no close of the writer
+    vol._closed = True
+    vol._pool.shutdown()
+    vol.cache.close()
+    vol.tree.close()
+    vol2 = open_volume()
+    assert vol2.cache.dirty_names() == []
+    assert vol2.cache.wait_uploaded(5) and list(vol2.store.list("blocks/")) == []
