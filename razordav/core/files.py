@@ -203,8 +203,10 @@ class FileWriter:
                 self._buf = bytearray()
             self._storer.wait()
             extents = self._storer.done
+            d = self.digests()
             attr = self.vol._publish(self.parent, self.name, self.size, extents,
-                                     self._storer.new_blocks, self.mtime, self.expect_etag)
+                                     self._storer.new_blocks, self.mtime, self.expect_etag,
+                                     f"SHA1:{d['sha1']} MD5:{d['md5']}")
         except BaseException:
             self._storer.abandon()
             raise

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS inodes (
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     nlink INTEGER NOT NULL, size INTEGER NOT NULL DEFAULT 0, rdev INTEGER NOT NULL DEFAULT 0,
     atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
-    btime INTEGER NOT NULL, target BLOB, etag TEXT NOT NULL DEFAULT '');
+    btime INTEGER NOT NULL, target BLOB, etag TEXT NOT NULL DEFAULT '',
+    hashes TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS dentries (
     parent INTEGER NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, ino INTEGER NOT NULL,
     PRIMARY KEY (parent, key)) WITHOUT ROWID;
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS xattrs (
 """
 
 _ATTR_COLS = "i.ino, i.mode, i.uid, i.gid, i.nlink, i.size, i.rdev, " \
-             "i.atime, i.mtime, i.ctime, i.btime, i.target, i.etag"
+             "i.atime, i.mtime, i.ctime, i.btime, i.target, i.etag, i.hashes"
 
 
 @dataclass(slots=True)
@@ -78,6 +79,7 @@ class Attr:
     btime: int
     target: bytes | None
     etag: str
+    hashes: str   # whole-file checksums known for the content, "SHA1:<hex> MD5:<hex>"
 
     @property
     def is_dir(self) -> bool:
@@ -346,6 +348,36 @@ class Tree:
             self._touch_dir(c, parent, now, nlink_delta=-1)
         return ino
 
+    def remove_tree(self, parent: int, name: str, keep: Iterable[int] = ()) -> int:
+        """Remove an entry and, for a directory, everything below it, in one transaction.
+        Returns how many entries went. Files with other links or open handles (``keep``)
+        keep their inode as ``unlink`` does."""
+        key = check_name(name)
+        now = time.time_ns()
+        keep = set(keep)
+        with self.write() as c:
+            entry = self._entry(c, parent, key)
+            if entry is None:
+                raise errors.NotFound(f"{name!r} not found")
+            c.execute("DELETE FROM dentries WHERE parent = ? AND key = ?", (parent, key))
+            count, dirs = 1, 0
+            todo = [entry]
+            while todo:
+                ino, mode = todo.pop()
+                if st.S_ISDIR(mode):
+                    dirs += ino == entry[0]
+                    children = c.execute(
+                        "SELECT d.ino, i.mode FROM dentries d JOIN inodes i ON i.ino = d.ino "
+                        "WHERE d.parent = ?", (ino,)).fetchall()
+                    c.execute("DELETE FROM dentries WHERE parent = ?", (ino,))
+                    count += len(children)
+                    todo.extend(children)
+                    self._purge(c, ino)
+                else:
+                    self._drop_link(c, ino, now, keep)
+            self._touch_dir(c, parent, now, nlink_delta=-dirs)
+        return count
+
     def _drop_link(self, c, ino: int, now: int, keep: Iterable[int]) -> None:
         c.execute("UPDATE inodes SET nlink = nlink - 1, ctime = ? WHERE ino = ?", (now, ino))
         nlink = c.execute("SELECT nlink FROM inodes WHERE ino = ?", (ino,)).fetchone()[0]
@@ -521,7 +553,7 @@ class Tree:
     def set_content(self, ino: int, size: int, changes: dict[int, bytes | None],
                     etag: str, truncate_from: int | None = None,
                     blocks: Iterable[tuple[bytes, int, int]] = (), mtime: int | None = None,
-                    expect_etag: str | None = None) -> Attr:
+                    expect_etag: str | None = None, hashes: str = "") -> Attr:
         """Publish a file's new content in one transaction.
 
         ``changes`` maps block index to its new hash (None: a hole); ``truncate_from`` drops
@@ -556,22 +588,23 @@ class Tree:
                     c.execute("INSERT OR REPLACE INTO extents VALUES (?, ?, ?)", (ino, idx, digest))
                     c.execute("UPDATE blocks SET refs = refs + 1 WHERE hash = ?", (digest,))
             mtime = mtime or now
-            c.execute("UPDATE inodes SET size = ?, etag = ?, mtime = ?, ctime = ? WHERE ino = ?",
-                      (size, etag, mtime, now, ino))
+            c.execute("UPDATE inodes SET size = ?, etag = ?, hashes = ?, mtime = ?, ctime = ? "
+                      "WHERE ino = ?", (size, etag, hashes, mtime, now, ino))
         return self.getattr(ino)
 
     def copy_content(self, src: int, dst: int) -> Attr:
         """Make ``dst`` share ``src``'s blocks (O(blocks) rows, no data copied)."""
         now = time.time_ns()
         with self.write() as c:
-            size, etag = c.execute("SELECT size, etag FROM inodes WHERE ino = ?", (src,)).fetchone()
+            size, etag, hashes = c.execute("SELECT size, etag, hashes FROM inodes WHERE ino = ?",
+                                           (src,)).fetchone()
             self._purge_content(c, dst)
             c.execute("INSERT INTO extents SELECT ?, idx, hash FROM extents WHERE ino = ?",
                       (dst, src))
             c.executemany("UPDATE blocks SET refs = refs + 1 WHERE hash = ?",
                           c.execute("SELECT hash FROM extents WHERE ino = ?", (src,)).fetchall())
-            c.execute("UPDATE inodes SET size = ?, etag = ?, mtime = ?, ctime = ? WHERE ino = ?",
-                      (size, etag, now, now, dst))
+            c.execute("UPDATE inodes SET size = ?, etag = ?, hashes = ?, mtime = ?, ctime = ? "
+                      "WHERE ino = ?", (size, etag, hashes, now, now, dst))
         return self.getattr(dst)
 
     def _purge_content(self, c, ino: int) -> None:

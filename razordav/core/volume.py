@@ -149,6 +149,11 @@ class Volume:
         parent, name = self._parent(path)
         self.tree.rmdir(parent, name)
 
+    def remove_tree(self, path: str) -> int:
+        """Remove a file, or a directory with everything below it, in one transaction."""
+        parent, name = self._parent(path)
+        return self.tree.remove_tree(parent, name, keep=self._open_inodes())
+
     def rename(self, src: str, dst: str, replace: bool = True) -> None:
         sp, sn = self._parent(src)
         dp, dn = self._parent(dst)
@@ -207,7 +212,7 @@ class Volume:
         return self.stat(path)
 
     def _publish(self, parent: int, name: str, size: int, extents: dict[int, bytes],
-                 new_blocks, mtime: int | None, expect_etag: str | None) -> Attr:
+                 new_blocks, mtime: int | None, expect_etag: str | None, hashes: str) -> Attr:
         with self.tree.write():
             try:
                 attr = self.tree.lookup(parent, name)
@@ -219,7 +224,7 @@ class Volume:
                 attr = self.tree.create(parent, name)
             return self.tree.set_content(attr.ino, size, extents, content_etag(size, extents),
                                          truncate_from=0, blocks=new_blocks, mtime=mtime,
-                                         expect_etag=expect_etag)
+                                         expect_etag=expect_etag, hashes=hashes)
 
     def _inode_lock(self, ino: int) -> threading.Lock:
         with self._locks_lock:

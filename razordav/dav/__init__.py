@@ -1,0 +1,1 @@
+"""The WebDAV face: a WsgiDAV provider over the core, served by cheroot."""

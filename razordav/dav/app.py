@@ -1,0 +1,69 @@
+"""Assembles the WebDAV face: WsgiDAV configured over ``RazorProvider``, served by cheroot.
+
+Owns the WsgiDAV configuration and the HTTP server's tuning (threads, queue, timeouts);
+``serve`` runs until SIGTERM/SIGINT, then stops accepting, lets requests in flight finish,
+and leaves closing the volume to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from cheroot import wsgi
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from .locks import SqliteLockStorage
+from .provider import RazorProvider
+
+log = logging.getLogger(__name__)
+
+
+def make_app(volume, *, lock_db: str | None = None, verbose: int = 1) -> WsgiDAVApp:
+    config = {
+        "provider_mapping": {"/": RazorProvider(volume)},
+        "lock_storage": SqliteLockStorage(lock_db or str(volume.data_dir / "locks.sqlite")),
+        "property_manager": None,  # dead properties live in the tree, per inode
+        "http_authenticator": {"domain_controller": None, "accept_basic": True,
+                               "accept_digest": False, "default_to_digest": False},
+        "simple_dc": {"user_mapping": {"*": True}},  # anonymous; auth comes with the service layer
+        "dir_browser": {"enable": True, "response_trailer": "razordav"},
+        "hotfixes": {"emulate_win32_lastmod": True},
+        "honor_mtime_header": False,  # X-OC-Mtime is applied in the same commit as the PUT
+        "verbose": verbose,
+        "logging": {"enable": False, "enable_loggers": []},
+        "block_size": 1 << 20,
+        "add_header_MS_Author_Via": True,
+    }
+    return WsgiDAVApp(config)
+
+
+class Server:
+    """A cheroot server over the app, on ``host:port`` (port 0: any free port)."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 8080, threads: int = 32,
+                 queue: int = 128, timeout: float = 60):
+        self.httpd = wsgi.Server((host, port), app, numthreads=threads,
+                                 request_queue_size=queue, timeout=int(timeout),
+                                 shutdown_timeout=30, server_name="razordav")
+        self.httpd.prepare()  # binds now, so a port in use fails here with OSError
+        self.host, self.port = self.httpd.bind_addr[:2]
+
+    def serve_forever(self) -> None:
+        stop = threading.Event()
+
+        def on_signal(signum, _frame):
+            log.info("signal %d: finishing requests in flight", signum)
+            stop.set()
+            threading.Thread(target=self.httpd.stop, daemon=True).start()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.httpd.serve()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def stop(self) -> None:
+        self.httpd.stop()

@@ -1,0 +1,60 @@
+"""WebDAV lock storage that survives a restart: WsgiDAV's dict storage over sqlitedict.
+
+WsgiDAV keeps locks in a dict of ``token -> lock`` plus ``"URL2TOKEN:<path>" -> [tokens]``
+and reassigns values after changing them (it was written for shelve), so a JSON-encoded
+SqliteDict with autocommit is a drop-in replacement. Expired locks are purged at open.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from sqlitedict import SqliteDict
+from wsgidav.lock_man.lock_storage import LockStorageDict
+
+
+def _default(obj):
+    if isinstance(obj, bytes):  # the lock owner is an XML fragment in bytes
+        return {"__bytes__": base64.b64encode(obj).decode()}
+    raise TypeError(f"cannot store {type(obj).__name__} in a lock")
+
+
+def _hook(d):
+    return base64.b64decode(d["__bytes__"]) if set(d) == {"__bytes__"} else d
+
+
+def _encode(value) -> str:
+    return json.dumps(value, default=_default)
+
+
+def _decode(text: str):
+    return json.loads(text, object_hook=_hook)
+
+
+class SqliteLockStorage(LockStorageDict):
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = str(path)
+
+    def __repr__(self):
+        return f"SqliteLockStorage({self.path!r})"
+
+    def open(self):
+        self._dict = SqliteDict(self.path, tablename="locks", autocommit=True,
+                                encode=_encode, decode=_decode)
+        self._purge_expired()
+
+    def _purge_expired(self):
+        now = time.time()
+        for token, lock in list(self._dict.items()):
+            if token.startswith("URL2TOKEN:"):
+                continue
+            if lock.get("expire", -1) >= 0 and lock["expire"] < now:
+                self.delete(token)
+
+    def close(self):
+        if self._dict is not None:
+            self._dict.close()
+            self._dict = None
