@@ -36,7 +36,27 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1) -> WsgiDAV
         "block_size": 1 << 20,
         "add_header_MS_Author_Via": True,
     }
-    return WsgiDAVApp(config)
+    return _fix_if_modified_since(WsgiDAVApp(config))
+
+
+def _fix_if_modified_since(app):
+    """WsgiDAV 4.4 answers 304 only when If-Modified-Since is *later* than Last-Modified;
+    RFC 9110 wants it also when equal. Last-Modified has whole seconds, so moving the
+    header one second on gives exactly the RFC's answer."""
+    from email.utils import formatdate, parsedate_to_datetime
+
+    def wrapped(environ, start_response):
+        value = environ.get("HTTP_IF_MODIFIED_SINCE")
+        if value:
+            try:
+                ts = parsedate_to_datetime(value).timestamp() + 1
+                environ["HTTP_IF_MODIFIED_SINCE"] = formatdate(ts, usegmt=True)
+            except (TypeError, ValueError):
+                del environ["HTTP_IF_MODIFIED_SINCE"]  # unparsable: ignore, as RFC 9110 says
+        return app(environ, start_response)
+
+    wrapped.wsgidav_app = app
+    return wrapped
 
 
 class Server:

@@ -21,7 +21,8 @@ import time
 from email.utils import parsedate_to_datetime
 
 from wsgidav import util, xml_tools
-from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError,
+from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_LOCKED, HTTP_NOT_FOUND,
+                               PRECONDITION_CODE_LockConflict, DAVError, DAVErrorCondition,
                                PRECONDITION_CODE_ProtectedProperty)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
@@ -84,7 +85,7 @@ class _Resource:
         return self.attr.btime / 1e9
 
     def get_last_modified(self):
-        return self.attr.mtime / 1e9
+        return self.attr.mtime // 10**9  # HTTP dates have whole seconds
 
     def get_display_name(self):
         return util.get_uri_name(self.path)
@@ -150,18 +151,34 @@ class _Resource:
     def handle_delete(self):
         # WsgiDAV checks only the parent's locks before calling this: check ours and
         # our members' (depth infinity) here, as its member-by-member path would.
-        lock_man = self.provider.lock_manager
-        if lock_man is not None:
-            if "wsgidav.conditions.if" not in self.environ:
-                util.parse_if_header_dict(self.environ)
-            lock_man.check_write_permission(
-                url=self.get_ref_url(), depth="infinity",
-                token_list=self.environ["wsgidav.ifLockTokenList"],
-                principal=self.environ["wsgidav.user_name"])
+        self._check_member_locks()
         with _translate():
             self.vol.remove_tree(self.path)
         self.remove_all_locks(recursive=True)
         return True
+
+    def _check_member_locks(self):
+        """Refuse (423) if this resource or a member is locked by a lock whose token the
+        request did not submit (RFC 4918 9.6.1)."""
+        lock_man = self.provider.lock_manager
+        if lock_man is None:
+            return
+        env = self.environ
+        if "wsgidav.conditions.if" not in env:
+            util.parse_if_header_dict(env)
+        tokens, principal = env["wsgidav.ifLockTokenList"], env["wsgidav.user_name"]
+        url = self.get_ref_url()
+        lock_man.check_write_permission(url=url, depth="0", token_list=tokens,
+                                        principal=principal)
+        members = lock_man.storage.get_lock_list(url, include_root=False, include_children=True,
+                                                 token_only=False)
+        foreign = [lk["root"] for lk in members
+                   if lk["token"] not in tokens or lk["principal"] != principal]
+        if foreign:
+            cond = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
+            for href in foreign:
+                cond.add_href(href)
+            raise DAVError(HTTP_LOCKED, err_condition=cond)
 
     def delete(self):
         self.handle_delete()
@@ -328,7 +345,6 @@ class PutStream:
     def __init__(self, res: FileResource, environ: dict):
         self.res = res
         self.attr = None
-        res._put = self
         mtime = environ.get("HTTP_X_OC_MTIME")
         if mtime is not None and not mtime.strip().isdigit():
             raise DAVError(HTTP_BAD_REQUEST, "X-OC-Mtime must be seconds since the epoch")
@@ -337,10 +353,9 @@ class PutStream:
                 environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             self.expected_length = int(environ["CONTENT_LENGTH"])
         self.checksum = _parse_checksum(environ.get("HTTP_OC_CHECKSUM"))
-        self.mtime_accepted = mtime is not None
-        environ["razordav.put"] = self
         with _translate():
             self.writer = res.vol.open_write(res.path, mtime=int(mtime) * 10**9 if mtime else None)
+        res._put = self
 
     def write(self, data: bytes) -> None:
         with _translate():
