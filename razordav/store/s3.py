@@ -55,6 +55,15 @@ class S3Store(ObjectStore):
             if code in ("404", "NoSuchBucket", "NotFound"):
                 raise ConfigError(f"bucket {self.bucket!r} does not exist") from None
             if code in ("403", "AccessDenied"):
+                # HEAD has no body, so some servers say 403 for a missing bucket: ask again
+                # with a request whose error names the cause.
+                try:
+                    self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+                except botocore.exceptions.ClientError as exc2:
+                    if _code(exc2) == "NoSuchBucket":
+                        raise ConfigError(f"bucket {self.bucket!r} does not exist") from None
+                    why = exc2.response.get("Error", {}).get("Message") or _code(exc2)
+                    raise ConfigError(f"access to bucket {self.bucket!r} denied: {why}") from None
                 raise ConfigError(f"access to bucket {self.bucket!r} denied") from None
             raise
         except botocore.exceptions.NoCredentialsError:
