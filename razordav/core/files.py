@@ -161,7 +161,7 @@ class FileWriter:
     """
 
     def __init__(self, vol: "Volume", parent: int, name: str, mtime: int | None = None,
-                 expect_etag: str | None = None):
+                 expect_etag: str | None = None, hashes: tuple[str, ...] = ()):
         self.vol = vol
         self.parent = parent
         self.name = name
@@ -171,7 +171,8 @@ class FileWriter:
         self._buf = bytearray()
         self._idx = 0
         self._storer = _BlockStorer(vol, kind_of_name(name))
-        self._hash = {"md5": hashlib.md5(), "sha1": hashlib.sha1()}
+        # Whole-file checksums cost CPU on every byte: only those asked for are kept.
+        self._hash = {algo: hashlib.new(algo) for algo in hashes}
         self.closed = False
 
     def write(self, data: bytes) -> int:
@@ -189,7 +190,7 @@ class FileWriter:
         return len(data)
 
     def digests(self) -> dict[str, str]:
-        """Hex MD5 and SHA-1 of everything written so far (for client checksums)."""
+        """Hex digests of everything written so far, for the algorithms asked for."""
         return {k: h.hexdigest() for k, h in self._hash.items()}
 
     def close(self):
@@ -203,10 +204,10 @@ class FileWriter:
                 self._buf = bytearray()
             self._storer.wait()
             extents = self._storer.done
-            d = self.digests()
+            hashes = " ".join(f"{k.upper()}:{v}" for k, v in sorted(self.digests().items()))
             attr = self.vol._publish(self.parent, self.name, self.size, extents,
                                      self._storer.new_blocks, self.mtime, self.expect_etag,
-                                     f"SHA1:{d['sha1']} MD5:{d['md5']}")
+                                     hashes)
         except BaseException:
             self._storer.abandon()
             raise

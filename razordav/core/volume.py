@@ -195,16 +195,17 @@ class Volume:
         with self.open_read(path) as r:
             return r.read()
 
-    def open_write(self, path: str, mtime: int | None = None,
-                   expect_etag: str | None = None) -> FileWriter:
-        """A writer of a whole new content for ``path`` (created on close if missing)."""
+    def open_write(self, path: str, mtime: int | None = None, expect_etag: str | None = None,
+                   hashes: tuple[str, ...] = ()) -> FileWriter:
+        """A writer of a whole new content for ``path`` (created on close if missing);
+        ``hashes`` names whole-file checksums (hashlib names) to compute and keep."""
         parent, name = self._parent(path)
         try:
             if self.tree.lookup(parent, name).is_dir:
                 raise errors.IsADirectory(f"{path} is a directory")
         except errors.NotFound:
             pass
-        return FileWriter(self, parent, name, mtime=mtime, expect_etag=expect_etag)
+        return FileWriter(self, parent, name, mtime=mtime, expect_etag=expect_etag, hashes=hashes)
 
     def write_file(self, path: str, data: bytes, mtime: int | None = None) -> Attr:
         with self.open_write(path, mtime=mtime) as w:

@@ -354,7 +354,9 @@ class PutStream:
             self.expected_length = int(environ["CONTENT_LENGTH"])
         self.checksum = _parse_checksum(environ.get("HTTP_OC_CHECKSUM"))
         with _translate():
-            self.writer = res.vol.open_write(res.path, mtime=int(mtime) * 10**9 if mtime else None)
+            self.writer = res.vol.open_write(
+                res.path, mtime=int(mtime) * 10**9 if mtime else None,
+                hashes=(self.checksum[0],) if self.checksum else ())
         res._put = self
 
     def write(self, data: bytes) -> None:
