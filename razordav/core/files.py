@@ -184,8 +184,10 @@ class FileWriter:
             algo.update(data)
         bs = self.vol.block_size
         while len(self._buf) >= bs:
-            self._storer.submit(self._idx, bytes(self._buf[:bs]))
+            with memoryview(self._buf) as view:
+                block = bytes(view[:bs])
             del self._buf[:bs]
+            self._storer.submit(self._idx, block)
             self._idx += 1
         return len(data)
 

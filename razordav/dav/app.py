@@ -59,6 +59,13 @@ def _fix_if_modified_since(app):
     return wrapped
 
 
+def close_app(app) -> None:
+    """Commit and close what the app keeps on disk (the lock table)."""
+    lock_manager = app.wsgidav_app.lock_manager
+    if lock_manager is not None:
+        lock_manager.storage.close()
+
+
 class Server:
     """A cheroot server over the app, on ``host:port`` (port 0: any free port)."""
 
