@@ -183,13 +183,22 @@ class Volume:
         attr = self.tree.getattr(ino)
         if not attr.is_file:
             raise errors.IsADirectory(f"inode {ino} is not a regular file")
-        with self._locks_lock:
-            self._open_readers[ino] = self._open_readers.get(ino, 0) + 1
+        self.hold(ino)
         try:
             return FileReader(self, ino)
         except BaseException:
-            self._reader_closed(ino)
+            self.release(ino)
             raise
+
+    def hold(self, ino: int) -> None:
+        """Count an open handle on ``ino``: its data outlives its last link until the
+        matching ``release`` (POSIX: unlinked files stay readable while open)."""
+        with self._locks_lock:
+            self._open_readers[ino] = self._open_readers.get(ino, 0) + 1
+
+    def release(self, ino: int) -> None:
+        """End one ``hold``; an inode without links is deleted with its last handle."""
+        self._reader_closed(ino)
 
     def read_file(self, path: str) -> bytes:
         with self.open_read(path) as r:
