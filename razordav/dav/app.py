@@ -7,6 +7,7 @@ and leaves closing the volume to the caller.
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import threading
@@ -40,12 +41,21 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1) -> WsgiDAV
 
 
 def _fix_if_modified_since(app):
-    """WsgiDAV 4.4 answers 304 only when If-Modified-Since is *later* than Last-Modified;
-    RFC 9110 wants it also when equal. Last-Modified has whole seconds, so moving the
-    header one second on gives exactly the RFC's answer."""
+    """Request fixes for WsgiDAV 4.4, applied before it sees the request:
+
+    - If-None-Match present: If-Modified-Since is dropped, as RFC 9110 13.1.3 requires
+      (WsgiDAV answers 412 to a GET carrying both, which breaks davfs2's revalidation).
+    - If-Modified-Since alone: WsgiDAV gives 304 only when the date is *later* than
+      Last-Modified; RFC 9110 wants it also when equal. Last-Modified has whole seconds,
+      so moving the date one second on gives exactly the RFC's answer.
+    - PROPFIND <propname/>: WsgiDAV looks for a non-standard <name/> element instead, and
+      answered property-name requests with nothing.
+    """
     from email.utils import formatdate, parsedate_to_datetime
 
     def wrapped(environ, start_response):
+        if environ.get("HTTP_IF_NONE_MATCH"):
+            environ.pop("HTTP_IF_MODIFIED_SINCE", None)
         value = environ.get("HTTP_IF_MODIFIED_SINCE")
         if value:
             try:
@@ -53,10 +63,62 @@ def _fix_if_modified_since(app):
                 environ["HTTP_IF_MODIFIED_SINCE"] = formatdate(ts, usegmt=True)
             except (TypeError, ValueError):
                 del environ["HTTP_IF_MODIFIED_SINCE"]  # unparsable: ignore, as RFC 9110 says
+        if environ.get("REQUEST_METHOD") == "PROPFIND":
+            _propname_to_name(environ)
         return app(environ, start_response)
 
     wrapped.wsgidav_app = app
     return wrapped
+
+
+_MAX_PROPFIND_BODY = 1 << 20
+
+
+def _propname_to_name(environ) -> None:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return  # WsgiDAV answers the bad header
+    if not 0 < length <= _MAX_PROPFIND_BODY:
+        return
+    body = environ["wsgi.input"].read(length)
+    if b"propname" in body:
+        from defusedxml import ElementTree
+        try:
+            root = ElementTree.fromstring(body)
+            if root.tag == "{DAV:}propfind" and \
+                    [child.tag for child in root] == ["{DAV:}propname"]:
+                body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:name/></D:propfind>'
+        except Exception:
+            pass  # not well-formed (or hostile): WsgiDAV answers it with 400
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+
+
+def _patch_wsgidav_destination() -> None:
+    """WsgiDAV 4.4 unquotes the whole Destination header and then splits it as a URL, so a
+    name with '?' or ';' (sent as %3F, %3B) lost everything after it: MOVE to
+    'report%3Fv2.txt' replaced 'report'. Its request_server uses unquote and urlparse for
+    that header only; these replacements split the raw header first, take everything after
+    the host as the path, and unquote that once."""
+    from urllib.parse import unquote as _unquote, urlparse as _urlparse
+
+    from wsgidav import request_server
+
+    def keep(url):
+        return url
+
+    def parse_destination(url, scheme="", allow_fragments=True):
+        parts = _urlparse(url, allow_fragments=False)
+        path = parts.path + (";" + parts.params if parts.params else "") + \
+            ("?" + parts.query if parts.query else "")
+        return parts._replace(path=_unquote(path), params="", query="")
+
+    request_server.unquote = keep
+    request_server.urlparse = parse_destination
+
+
+_patch_wsgidav_destination()
 
 
 def close_app(app) -> None:
