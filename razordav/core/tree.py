@@ -59,6 +59,48 @@ CREATE TABLE IF NOT EXISTS xattrs (
     PRIMARY KEY (ino, name)) WITHOUT ROWID;
 """
 
+# The replicated tables: name -> (columns in order, key columns, BLOB columns). Every row
+# change in them is captured by a trigger into `journal`, in the same transaction, and
+# shipped to the bucket by journal.py; restore replays the rows.
+TABLES = {
+    "meta": (("key", "value"), ("key",), ()),
+    "inodes": (("ino", "mode", "uid", "gid", "nlink", "size", "rdev", "atime", "mtime", "ctime",
+                "btime", "target", "etag", "hashes"), ("ino",), ("target",)),
+    "dentries": (("parent", "key", "name", "ino"), ("parent", "key"), ()),
+    "extents": (("ino", "idx", "hash"), ("ino", "idx"), ("hash",)),
+    "blocks": (("hash", "refs", "raw_size", "stored_size"), ("hash",), ("hash",)),
+    "props": (("ino", "ns", "name", "value"), ("ino", "ns", "name"), ("value",)),
+    "xattrs": (("ino", "name", "value"), ("ino", "name"), ("value",)),
+}
+
+_JOURNAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shipper (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def _triggers() -> str:
+    """One trigger per table and change: the row (or, for a delete, its key) as JSON."""
+    def values(cols, blobs, ref):
+        return ", ".join(f"CASE WHEN {ref}.{c} IS NULL THEN NULL ELSE hex({ref}.{c}) END"
+                         if c in blobs else f"{ref}.{c}" for c in cols)
+    out = []
+    for table, (cols, keys, blobs) in TABLES.items():
+        row = f"json_array('{table}', 'U', json_array({values(cols, blobs, 'NEW')}))"
+        gone = f"json_array('{table}', 'D', json_array({values(keys, blobs, 'OLD')}))"
+        moved = " OR ".join(f"OLD.{k} IS NOT NEW.{k}" for k in keys)
+        out.append(f"""
+CREATE TRIGGER IF NOT EXISTS j_{table}_i AFTER INSERT ON {table}
+BEGIN INSERT INTO journal (op) VALUES ({row}); END;
+CREATE TRIGGER IF NOT EXISTS j_{table}_u_moved AFTER UPDATE ON {table} WHEN {moved}
+BEGIN INSERT INTO journal (op) VALUES ({gone}); END;
+CREATE TRIGGER IF NOT EXISTS j_{table}_u AFTER UPDATE ON {table}
+BEGIN INSERT INTO journal (op) VALUES ({row}); END;
+CREATE TRIGGER IF NOT EXISTS j_{table}_d AFTER DELETE ON {table}
+BEGIN INSERT INTO journal (op) VALUES ({gone}); END;""")
+    return "".join(out)
+
+
 _ATTR_COLS = "i.ino, i.mode, i.uid, i.gid, i.nlink, i.size, i.rdev, " \
              "i.atime, i.mtime, i.ctime, i.btime, i.target, i.etag, i.hashes"
 
@@ -116,13 +158,14 @@ class Tree:
 
     def __init__(self, path: str | os.PathLike, block_size: int | None = None):
         self.path = str(path)
+        self.frozen: str | None = None   # set when this gateway must not write any more
         self._local = threading.local()
         self._lock = threading.RLock()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         c = self._conn()
         with self._lock:
-            c.executescript(_SCHEMA)
+            c.executescript(_SCHEMA + _JOURNAL_SCHEMA + _triggers())
             if c.execute("SELECT 1 FROM inodes WHERE ino = ?", (ROOT,)).fetchone() is None:
                 now = time.time_ns()
                 c.execute("BEGIN IMMEDIATE")
@@ -151,6 +194,8 @@ class Tree:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed (and durable) on exit, rolled back on error."""
+        if self.frozen:
+            raise errors.VolumeError(self.frozen)
         with self._lock:
             c = self._conn()
             if c.in_transaction:  # nested: the outer transaction commits

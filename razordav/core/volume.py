@@ -31,6 +31,8 @@ from . import errors
 from .blocks import BlockCodec, block_key, kind_of_name
 from .cache import BlockCache
 from .files import FileReader, FileWriter, Pins, _BlockStorer, content_etag
+from .journal import Shipper
+from .lease import Lease, gateway_id
 from .tree import ROOT, Attr, Tree, split_path
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ DEFAULT_CACHE_SIZE = 10 << 30
 class Volume:
     def __init__(self, data_dir: Path, store: store_mod.ObjectStore, tree: Tree,
                  block_size: int, cache: BlockCache, codec: BlockCodec, volume_id: str,
-                 workers: int, readahead: int, gc_interval: float):
+                 workers: int, readahead: int):
         self.data_dir = data_dir
         self.store = store
         self.tree = tree
@@ -53,6 +55,8 @@ class Volume:
         self.volume_id = volume_id
         self.readahead = readahead
         self.pins = Pins()
+        self.lease: Lease | None = None
+        self.shipper: Shipper | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rzd-encode")
         self._slots = threading.BoundedSemaphore(workers * 2)
         self._inode_locks: weakref.WeakValueDictionary[int, threading.Lock] = \
@@ -60,24 +64,22 @@ class Volume:
         self._locks_lock = threading.Lock()
         self._open_readers: dict[int, int] = {}
         self._closed = False
-        self._gc_stop = threading.Event()
-        self._gc_thread = None
-        if gc_interval > 0:
-            self._gc_thread = threading.Thread(target=self._gc_loop, args=(gc_interval,),
-                                               name="rzd-gc", daemon=True)
-            self._gc_thread.start()
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike, store_url: str | None = None, *,
              endpoint: str | None = None, store: store_mod.ObjectStore | None = None,
              block_size: int | None = None, cache_size: int = DEFAULT_CACHE_SIZE,
              dirty_limit: int | None = None, uploaders: int = 8, upload_paused: bool = False,
-             workers: int | None = None, readahead: int = 4,
-             gc_interval: float = 5.0) -> "Volume":
+             workers: int | None = None, readahead: int = 4, journal_interval: float = 2.0,
+             snapshot_interval: float = 600.0, lease_ttl: float = 30.0,
+             takeover: bool = False) -> "Volume":
         """Open (creating if needed) the volume in ``data_dir`` over the given store.
 
         ``store_url`` defaults to a local store inside the data dir. The block size is fixed
-        when the volume is created; a different ``block_size`` later is ignored.
+        when the volume is created; a different ``block_size`` later is ignored. Metadata
+        changes are shipped to the store every ``journal_interval`` seconds (0: only when
+        ``collect_garbage``/``close`` ask). Raises ``VolumeError`` when another gateway
+        holds the volume's lease (unless ``takeover``).
         """
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,11 @@ class Volume:
         desc = _load_or_create_descriptor(store, block_size or DEFAULT_BLOCK_SIZE)
         if block_size and block_size != desc["block_size"]:
             log.warning("volume block size is %d; ignoring %d", desc["block_size"], block_size)
+        lease = Lease(store, gateway_id(data_dir), ttl=lease_ttl)
+        try:
+            lease.acquire(takeover)
+        except store_mod.StoreError as exc:
+            raise errors.VolumeError(f"cannot take the volume's lease: {exc}") from None
         tree = Tree(data_dir / "meta.db")
         known = tree.meta("volume_id")
         if known is None:
@@ -94,6 +101,7 @@ class Volume:
             tree.set_meta("block_size", str(desc["block_size"]))
         elif known != desc["volume_id"]:
             tree.close()
+            lease.release()
             raise errors.VolumeError(
                 f"data dir {data_dir} belongs to volume {known}, but {store.url} holds volume "
                 f"{desc['volume_id']}; use another --data-dir")
@@ -102,9 +110,15 @@ class Volume:
                            dirty_limit=dirty_limit, uploaders=uploaders,
                            upload_paused=upload_paused)
         vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
-                  workers or max(2, os.cpu_count() or 2), readahead, gc_interval)
+                  workers or max(2, os.cpu_count() or 2), readahead)
+        vol.lease = lease
         vol._recover()
         cache.start()
+        vol.shipper = Shipper(vol, interval=journal_interval or 2.0,
+                              snapshot_interval=snapshot_interval)
+        vol.shipper.on_round += [vol._check_lease, vol._write_stats]
+        if journal_interval > 0:
+            vol.shipper.start()
         return vol
 
     def _recover(self) -> None:
@@ -347,47 +361,71 @@ class Volume:
         finally:
             self.pins.release(claimed)
 
-    def collect_garbage(self) -> int:
+    def _delete_blocks(self, candidates: list[bytes]) -> int:
         """Delete unreferenced blocks from the cache, the store and the metadata; return how
-        many. A block in use by a writer or reader (pinned) is left for a later run."""
+        many. A block in use by a writer or reader (pinned), or referenced again since, is
+        left alone. Only the journal shipper calls this, once the change that left the
+        blocks unreferenced is in the bucket."""
         total = 0
-        while True:
-            candidates = self.tree.unreferenced_blocks(1000)
-            claimed = self.pins.claim(candidates, lambda n: self.tree.block_refs(n) == 0)
+        for i in range(0, len(candidates), 1000):
+            claimed = self.pins.claim(candidates[i:i + 1000],
+                                      lambda n: self.tree.block_refs(n) == 0)
             if not claimed:
-                return total
+                continue
             try:
                 self.cache.discard(claimed)
                 self.store.delete_many(block_key(n) for n in claimed)
                 total += len(self.tree.forget_blocks(claimed))
             finally:
                 self.pins.release(claimed)
-            if len(candidates) < 1000:
-                return total
+        return total
 
-    def _gc_loop(self, interval: float) -> None:
-        while not self._gc_stop.wait(interval):
-            try:
-                self.collect_garbage()
-            except store_mod.StoreError as exc:
-                log.warning("garbage collection postponed: %s", exc)
-            except Exception:
-                log.exception("garbage collection failed")
+    def collect_garbage(self, timeout: float = 30.0) -> int:
+        """Upload what is pending, ship the metadata, and delete the blocks it no longer
+        references; return how many blocks went."""
+        before = self.shipper.collected
+        self.cache.wait_uploaded(timeout)
+        for _ in range(100):
+            if self.shipper.run_once() and self.shipper.pending() == 0:
+                break
+        return self.shipper.collected - before
+
+    def _check_lease(self) -> None:
+        self.lease.renew()
+        if self.lease.lost:
+            self.tree.frozen = "another gateway took over this volume; restart with --takeover"
+
+    def _write_stats(self) -> None:
+        """Figures for `razordav stats`, rewritten after every journal round."""
+        figures = {**self.figures(), "time": time.time(), "pid": os.getpid()}
+        tmp = self.data_dir / "stats.json.tmp"
+        tmp.write_text(json.dumps(figures, indent=1, default=str))
+        os.replace(tmp, self.data_dir / "stats.json")
 
     def figures(self) -> dict:
+        comp = self.codec.snapshot()
+        raw = sum(k["bytes_in"] for k in comp.values())
+        stored = sum(k["bytes_stored"] for k in comp.values())
         return {"volume_id": self.volume_id, "block_size": self.block_size,
-                **self.tree.stats(), **self.cache.figures(), "compression": self.codec.snapshot()}
+                **self.tree.stats(), **self.cache.figures(),
+                "journal_pending": self.shipper.pending() if self.shipper else None,
+                "journal_last_ship": self.shipper.last_ship if self.shipper else None,
+                "journal_error": self.shipper.last_error if self.shipper else None,
+                "compression_ratio": stored / raw if raw else None, "compression": comp}
 
     def close(self) -> None:
-        """Finish work in flight and close; queued uploads resume at the next open."""
+        """Finish work in flight, ship the metadata, and close; uploads still queued resume
+        at the next open."""
         if self._closed:
             return
         self._closed = True
-        self._gc_stop.set()
-        if self._gc_thread:
-            self._gc_thread.join()
+        if self.shipper:
+            self.shipper.stop(flush=True)
         self._pool.shutdown(wait=True)
         self.cache.close()
+        if self.shipper:
+            self._write_stats()
+        self.lease.release()
         self.tree.close()
         self.store.close()
 

@@ -15,7 +15,7 @@ def open_volume(tmp_path):
 
     def _open(data_dir="data", **kw):
         kw.setdefault("block_size", BS)
-        kw.setdefault("gc_interval", 0)
+        kw.setdefault("journal_interval", 0)
         kw.setdefault("store_url", (tmp_path / "store").as_uri())
         vol = Volume.open(tmp_path / data_dir, **kw)
         opened.append(vol)

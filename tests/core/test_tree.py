@@ -61,9 +61,12 @@ def test_rename_directory_is_one_row_update(tree):
         tree.create(a.ino, f"f{i}")
     c = tree._conn()
     before = c.total_changes
+    seq = c.execute("SELECT MAX(seq) FROM journal").fetchone()[0]
     tree.rename(ROOT, "a", b.ino, "moved")
-    # one entry row plus the two parents' and the inode's times
-    assert c.total_changes - before <= 4
+    journaled = c.execute("SELECT COUNT(*) FROM journal WHERE seq > ?", (seq,)).fetchone()[0]
+    # one entry row plus the two parents' and the inode's times, whatever the size
+    assert c.total_changes - before - journaled <= 4
+    assert journaled <= 5
     assert tree.resolve("/b/moved/f499").is_file
     assert tree.getattr(b.ino).nlink == 3 and tree.getattr(ROOT).nlink == 3
 

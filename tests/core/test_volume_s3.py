@@ -26,7 +26,7 @@ def moto_volume(tmp_path, monkeypatch):
 
         def _open():
             return Volume.open(tmp_path / "data", "s3://vol/prefix", block_size=64 * 1024,
-                               gc_interval=0)
+                               journal_interval=0)
         yield _open
 
 
@@ -67,7 +67,7 @@ def test_store_contract_on_seaweedfs(weed_store, check):
 def test_volume_on_seaweedfs_big_file_cold_read(seaweedfs, tmp_path):
     bucket = seaweedfs.make_bucket("volume")
     store_url = f"s3://{bucket}/big"
-    vol = Volume.open(tmp_path / "data", store_url, endpoint=seaweedfs.endpoint, gc_interval=0)
+    vol = Volume.open(tmp_path / "data", store_url, endpoint=seaweedfs.endpoint, journal_interval=0)
     chunk = os.urandom(MiB)
     with vol.open_write("/big.bin") as w:
         for i in range(40):
@@ -75,7 +75,7 @@ def test_volume_on_seaweedfs_big_file_cold_read(seaweedfs, tmp_path):
     assert vol.cache.wait_uploaded(60)
     vol.close()
     shutil.rmtree(tmp_path / "data" / "cache")
-    vol = Volume.open(tmp_path / "data", store_url, endpoint=seaweedfs.endpoint, gc_interval=0)
+    vol = Volume.open(tmp_path / "data", store_url, endpoint=seaweedfs.endpoint, journal_interval=0)
     with vol.open_read("/big.bin") as r:
         for i in range(40):
             assert r.read(MiB) == chunk[i:] + chunk[:i]
