@@ -44,7 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any)")
     serve.add_argument("--insecure", action="store_true", default=None,
                        help="allow listening on a non-loopback address without authentication")
+    serve.add_argument("--takeover", action="store_true",
+                       help="take the volume over from another gateway whose lease is live")
+
+    restore = sub.add_parser("restore", help="rebuild a data dir from the bucket alone")
+    _common(restore)
+
+    stats = sub.add_parser("stats", help="show a gateway's figures (queue, cache, errors)")
+    _common(stats)
+    stats.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    fsck = sub.add_parser("fsck", help="verify the volume against its store")
+    _common(fsck)
+    fsck.add_argument("--full", action="store_true",
+                      help="download every block and verify its checksum")
+    fsck.add_argument("--repair", action="store_true",
+                      help="fix reference counts, re-upload from cache, delete orphans")
+    fsck.add_argument("--takeover", action="store_true",
+                      help="run even though another gateway holds the lease")
     return parser
+
+
+COMMAND_FLAGS = {"takeover", "json", "full", "repair"}
 
 
 def _setup_logging(opts: config.Options, verbose: int, quiet: int) -> None:
@@ -83,24 +104,24 @@ def _is_loopback(host: str) -> bool:
             return False
 
 
-def open_volume(opts: config.Options):
+def open_volume(opts: config.Options, **kw):
     from .core.volume import Volume
     try:
         return Volume.open(opts.data_dir, opts.store, endpoint=opts.s3_endpoint,
                            block_size=opts.block_size, cache_size=opts.cache_size,
-                           dirty_limit=opts.dirty_limit, uploaders=opts.uploaders)
+                           dirty_limit=opts.dirty_limit, uploaders=opts.uploaders, **kw)
     except StoreError as exc:
         raise UserError(f"object store: {exc}") from None
     except errors.VolumeError as exc:
         raise UserError(str(exc)) from None
 
 
-def cmd_serve(opts: config.Options) -> int:
+def cmd_serve(opts: config.Options, args) -> int:
     from .dav.app import Server, close_app, make_app
     if not _is_loopback(opts.host) and not opts.insecure:
         raise UserError(f"refusing to listen on {opts.host} without authentication; "
                         "use --insecure to allow it")
-    vol = open_volume(opts)
+    vol = open_volume(opts, takeover=args.takeover)
     app = None
     try:
         app = make_app(vol)
@@ -122,11 +143,106 @@ def cmd_serve(opts: config.Options) -> int:
     return 0
 
 
+def cmd_restore(opts: config.Options, args) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .core import journal
+    from .store import open_store
+    data_dir = Path(opts.data_dir)
+    if (data_dir / "meta.db").exists():
+        raise UserError(f"{data_dir} already holds a volume; restore into a new --data-dir")
+    if not opts.store:
+        raise UserError("restore needs --store: the bucket to restore from")
+    try:
+        store = open_store(opts.store, endpoint=opts.s3_endpoint)
+        store.get("volume.json")
+    except StoreError as exc:
+        raise UserError(f"object store: {exc}") from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(desc="journal segments", unit="seg", disable=None)
+
+    def progress(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+    try:
+        seq = journal.restore(store, data_dir / "meta.db", progress)
+    except (errors.FsError, StoreError) as exc:
+        (data_dir / "meta.db").unlink(missing_ok=True)
+        raise UserError(f"restore failed: {exc}") from None
+    finally:
+        bar.close()
+    print(f"razordav: restored metadata up to change {seq} into {data_dir}; blocks are fetched "
+          f"from {store.url} on demand. Start it with: razordav serve --data-dir {data_dir} "
+          f"--store {opts.store} (add --takeover if the old gateway's lease is still live)")
+    return 0
+
+
+def cmd_stats(opts: config.Options, args) -> int:
+    import json
+    import os
+    import time
+    from pathlib import Path
+    path = Path(opts.data_dir) / "stats.json"
+    try:
+        figures = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no figures in {opts.data_dir}: no gateway has run there") from None
+    if args.json:
+        print(json.dumps(figures, indent=1))
+        return 0
+    try:
+        os.kill(figures["pid"], 0)
+        state = "running"
+    except (OSError, KeyError):
+        state = "not running"
+    age = time.time() - figures.get("time", 0)
+    ratio = figures.get("compression_ratio")
+    hit = figures.get("hit_rate")
+    rows = [
+        ("gateway", f"{state} (figures {age:.0f} s old)"),
+        ("files and directories", figures.get("inodes")),
+        ("logical bytes", figures.get("logical_bytes")),
+        ("stored bytes", figures.get("block_stored_bytes")),
+        ("compression ratio", f"{ratio:.1%}" if ratio is not None else "-"),
+        ("cache bytes / limit", f"{figures.get('cache_bytes')} / {figures.get('cache_limit')}"),
+        ("cache hit rate", f"{hit:.1%}" if hit is not None else "-"),
+        ("upload queue (blocks)", figures.get("upload_queue")),
+        ("dirty bytes / limit", f"{figures.get('dirty_bytes')} / {figures.get('dirty_limit')}"),
+        ("journal rows not shipped", figures.get("journal_pending")),
+        ("last S3 error", figures.get("last_store_error") or figures.get("journal_error") or "-"),
+    ]
+    for label, value in rows:
+        print(f"{label:26} {value}")
+    return 0
+
+
+def cmd_fsck(opts: config.Options, args) -> int:
+    from tqdm import tqdm
+
+    from .core.fsck import fsck
+    vol = open_volume(opts, journal_interval=0, takeover=args.takeover)
+    try:
+        report = fsck(vol, full=args.full, repair=args.repair,
+                      progress=lambda **kw: tqdm(unit="block", disable=None, **kw))
+    finally:
+        vol.close()
+    for line in report.problems:
+        print(f"problem: {line}")
+    for line in report.repaired:
+        print(f"repaired: {line}")
+    print(f"razordav fsck: {report.checked_blocks} blocks checked, {len(report.problems)} "
+          f"problems, {len(report.repaired)} repairs")
+    return 0 if report.clean else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     flags = {k: v for k, v in vars(args).items()
-             if k not in ("command", "config", "verbose", "quiet")}
+             if k not in ("command", "config", "verbose", "quiet") and k not in COMMAND_FLAGS}
     try:
         opts = config.load(args.config, flags)
     except config.ConfigError as exc:
@@ -134,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(opts, args.verbose, args.quiet)
     _pin_malloc_threshold()
     try:
-        return {"serve": cmd_serve}[args.command](opts)
+        commands = {"serve": cmd_serve, "restore": cmd_restore, "stats": cmd_stats,
+                    "fsck": cmd_fsck}
+        return commands[args.command](opts, args)
     except UserError as exc:
         print(f"razordav: error: {exc}", file=sys.stderr)
         return 1

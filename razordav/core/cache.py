@@ -321,6 +321,10 @@ class BlockCache:
                     self._wake.wait(0.1)
             self._drop(hexname)
 
+    def names(self) -> list[bytes]:
+        with self._lock:
+            return [bytes.fromhex(h) for h in self._entries]
+
     def dirty_names(self) -> list[bytes]:
         with self._lock:
             return [bytes.fromhex(h) for h, e in self._entries.items() if e.dirty]

@@ -117,6 +117,7 @@ class Volume:
         vol.shipper = Shipper(vol, interval=journal_interval or 2.0,
                               snapshot_interval=snapshot_interval)
         vol.shipper.on_round += [vol._check_lease, vol._write_stats]
+        vol._write_stats()
         if journal_interval > 0:
             vol.shipper.start()
         return vol
@@ -126,10 +127,17 @@ class Volume:
         n = self.tree.purge_orphans()
         if n:
             log.info("removed %d unlinked inodes left by an earlier run", n)
-        stray = [name for name in self.cache.dirty_names() if not self.tree.block_refs_row(name)]
+        stray = [name for name in self.cache.names() if not self.tree.block_refs_row(name)]
         if stray:
+            # Blocks of writes that never committed: no metadata, here or in the bucket,
+            # refers to them. Some may have reached the store before the crash.
             log.info("dropping %d cached blocks of writes that never completed", len(stray))
             self.cache.discard(stray)
+            try:
+                self.store.delete_many(block_key(n) for n in stray)
+            except Exception as exc:  # the store is down: fsck --repair finds them later
+                log.warning("could not delete %d unfinished blocks from the store: %s",
+                            len(stray), exc)
 
     # -- namespace by path --
 

@@ -280,10 +280,12 @@ class FileResource(_Resource, DAVNonCollection):
         self._init(provider, attr)
         self._reader = None
         if environ.get("REQUEST_METHOD") == "GET" and attr.is_file:
-            # Take length, etag and bytes from one version of the file.
+            # Take length, etag and bytes from one version of the file, and fetch the first
+            # block wanted now: a store outage is then a clean 503, not a cut-off 200.
             with _translate():
                 self._reader = self.vol.open_read(attr.ino)
-            self.attr = self._reader.attr
+                self.attr = self._reader.attr
+                self._reader.pread(_range_start(environ.get("HTTP_RANGE"), attr.size), 1)
 
     def get_content_length(self):
         return self.attr.size
@@ -322,6 +324,18 @@ class FileResource(_Resource, DAVNonCollection):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def _range_start(header: str | None, size: int) -> int:
+    """Where the first range of a Range header starts (0 when absent or unparsable)."""
+    if not header or not header.strip().lower().startswith("bytes="):
+        return 0
+    first = header.split("=", 1)[1].split(",")[0].strip()
+    start, _, end = first.partition("-")
+    try:
+        return int(start) if start else max(0, size - int(end))
+    except ValueError:
+        return 0
 
 
 class PendingFile(FileResource):
