@@ -271,6 +271,14 @@ class Tree:
             self._check_dir(c, ino)
         return [(r[0], Attr(*r[2:])) for r in rows]
 
+    def count_below(self, ino: int, limit: int) -> int:
+        """How many entries lie below a directory, counting no further than ``limit + 1``."""
+        row = self._conn().execute(
+            "WITH RECURSIVE below(ino) AS (SELECT ino FROM dentries WHERE parent = ? "
+            "UNION ALL SELECT d.ino FROM dentries d JOIN below b ON d.parent = b.ino) "
+            "SELECT COUNT(*) FROM (SELECT 1 FROM below LIMIT ?)", (ino, limit + 1)).fetchone()
+        return row[0]
+
     def entry_key(self, name: str) -> str:
         return check_name(name)
 

@@ -7,7 +7,6 @@ and leaves closing the volume to the caller.
 
 from __future__ import annotations
 
-import io
 import logging
 import signal
 import threading
@@ -15,10 +14,13 @@ import threading
 from cheroot import wsgi
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from .edge import Edge
 from .locks import SqliteLockStorage
 from .provider import RazorProvider
 
 log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def make_app(volume, *, lock_db: str | None = None, verbose: int = 1) -> WsgiDAVApp:
@@ -37,62 +39,7 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1) -> WsgiDAV
         "block_size": 1 << 20,
         "add_header_MS_Author_Via": True,
     }
-    return _fix_if_modified_since(WsgiDAVApp(config))
-
-
-def _fix_if_modified_since(app):
-    """Request fixes for WsgiDAV 4.4, applied before it sees the request:
-
-    - If-None-Match present: If-Modified-Since is dropped, as RFC 9110 13.1.3 requires
-      (WsgiDAV answers 412 to a GET carrying both, which breaks davfs2's revalidation).
-    - If-Modified-Since alone: WsgiDAV gives 304 only when the date is *later* than
-      Last-Modified; RFC 9110 wants it also when equal. Last-Modified has whole seconds,
-      so moving the date one second on gives exactly the RFC's answer.
-    - PROPFIND <propname/>: WsgiDAV looks for a non-standard <name/> element instead, and
-      answered property-name requests with nothing.
-    """
-    from email.utils import formatdate, parsedate_to_datetime
-
-    def wrapped(environ, start_response):
-        if environ.get("HTTP_IF_NONE_MATCH"):
-            environ.pop("HTTP_IF_MODIFIED_SINCE", None)
-        value = environ.get("HTTP_IF_MODIFIED_SINCE")
-        if value:
-            try:
-                ts = parsedate_to_datetime(value).timestamp() + 1
-                environ["HTTP_IF_MODIFIED_SINCE"] = formatdate(ts, usegmt=True)
-            except (TypeError, ValueError):
-                del environ["HTTP_IF_MODIFIED_SINCE"]  # unparsable: ignore, as RFC 9110 says
-        if environ.get("REQUEST_METHOD") == "PROPFIND":
-            _propname_to_name(environ)
-        return app(environ, start_response)
-
-    wrapped.wsgidav_app = app
-    return wrapped
-
-
-_MAX_PROPFIND_BODY = 1 << 20
-
-
-def _propname_to_name(environ) -> None:
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return  # WsgiDAV answers the bad header
-    if not 0 < length <= _MAX_PROPFIND_BODY:
-        return
-    body = environ["wsgi.input"].read(length)
-    if b"propname" in body:
-        from defusedxml import ElementTree
-        try:
-            root = ElementTree.fromstring(body)
-            if root.tag == "{DAV:}propfind" and \
-                    [child.tag for child in root] == ["{DAV:}propname"]:
-                body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:name/></D:propfind>'
-        except Exception:
-            pass  # not well-formed (or hostile): WsgiDAV answers it with 400
-    environ["wsgi.input"] = io.BytesIO(body)
-    environ["CONTENT_LENGTH"] = str(len(body))
+    return Edge(WsgiDAVApp(config), volume)
 
 
 def _patch_wsgidav_destination() -> None:
@@ -136,6 +83,7 @@ class Server:
         self.httpd = wsgi.Server((host, port), app, numthreads=threads,
                                  request_queue_size=queue, timeout=int(timeout),
                                  shutdown_timeout=30, server_name="razordav")
+        self.httpd.max_request_header_size = MAX_HEADER_BYTES  # cheroot: 413 past it
         self.httpd.prepare()  # binds now, so a port in use fails here with OSError
         self.host, self.port = self.httpd.bind_addr[:2]
 

@@ -1,0 +1,203 @@
+"""Hostile input on the WebDAV face: each case gets a clean 4xx, and the volume is left
+exactly as it was (same listing, same contents, same properties)."""
+
+import hashlib
+import socket
+import uuid
+
+import pytest
+import requests
+
+from tests.razor import RazorServer
+
+BOMB = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>
+<D:propfind xmlns:D="DAV:"><D:prop><D:getetag>&lol4;</D:getetag></D:prop></D:propfind>"""
+
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop><Z:p>&xxe;</Z:p></D:prop>
+</D:set></D:propertyupdate>"""
+
+LOCKINFO = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            b'</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    s = RazorServer(tmp_path_factory.mktemp("hostile") / "data").start()
+    requests.request("MKCOL", s.url + "/d")
+    requests.put(s.url + "/d/file.txt", data=b"precious content")
+    requests.put(s.url + "/other.txt", data=b"other")
+    requests.request("PROPPATCH", s.url + "/d/file.txt", data=(
+        b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set>'
+        b'<D:prop><Z:p>kept</Z:p></D:prop></D:set></D:propertyupdate>'))
+    yield s
+    s.stop()
+
+
+def state(url):
+    """The whole volume: listing with properties, and every file's content."""
+    r = requests.request("PROPFIND", url + "/", headers={"Depth": "infinity"})
+    assert r.status_code == 207
+    files = {p: hashlib.sha256(requests.get(url + p).content).hexdigest()
+             for p in ("/d/file.txt", "/other.txt")}
+    return r.text, files
+
+
+@pytest.fixture
+def unchanged(srv):
+    before = state(srv.url)
+    yield srv
+    assert state(srv.url) == before
+
+
+def raw(srv, request: bytes, timeout=10) -> int:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=timeout) as s:
+        s.sendall(request)
+        reply = b""
+        while b"\r\n" not in reply:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return int(reply.split(b" ")[1]) if reply else 0
+
+
+@pytest.mark.parametrize("method,body", [("PROPFIND", BOMB), ("PROPPATCH", BOMB),
+                                         ("LOCK", BOMB)])
+def test_xml_bomb(unchanged, method, body):
+    r = requests.request(method, unchanged.url + "/d/file.txt", data=body,
+                         headers={"Depth": "0"})
+    assert r.status_code == 400
+
+
+def test_external_entity(unchanged):
+    r = requests.request("PROPPATCH", unchanged.url + "/d/file.txt", data=XXE)
+    assert r.status_code == 400
+    assert "root:" not in r.text
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "PROPPATCH", "LOCK"])
+def test_malformed_xml(unchanged, method):
+    r = requests.request(method, unchanged.url + "/d/file.txt", data=b"<D:x xmlns:D='DAV:'><",
+                         headers={"Depth": "0"})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "PROPPATCH"])
+def test_xml_of_the_wrong_shape(unchanged, method):
+    r = requests.request(method, unchanged.url + "/d/file.txt",
+                         data=b'<?xml version="1.0"?><D:nonsense xmlns:D="DAV:"/>',
+                         headers={"Depth": "0"})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize("path", [
+    "/../../etc/passwd", "/d/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+    "/d/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/d/file.txt%00.jpg", "/d/%00", "/..%5c..%5cetc"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "MKCOL"])
+def test_path_traversal(unchanged, path, method):
+    body = b"evil" if method == "PUT" else b""
+    status = raw(unchanged, f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                            f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    assert 400 <= status < 500, (method, path, status)
+
+
+@pytest.mark.parametrize("value,expect", [
+    ("bytes=abc", {200}), ("bytes=5-2", {200}), ("bytes=999999999999-", {416}),
+    ("bytes=0-99999999999999999999", {206}), ("items=0-5", {200}),
+    ("bytes=" + ",".join(f"{i}-{i}" for i in range(2000)), {200})])
+def test_invalid_or_huge_range(unchanged, value, expect):
+    r = requests.get(unchanged.url + "/d/file.txt", headers={"Range": value})
+    assert r.status_code in expect, (value, r.status_code)
+    if r.status_code in (200, 206):
+        assert r.content and b"precious content".startswith(r.content[:5])
+
+
+@pytest.mark.parametrize("dest", [
+    "http://evil.example.com/d/stolen.txt", "https://127.0.0.1/d/x.txt"])
+@pytest.mark.parametrize("method", ["COPY", "MOVE"])
+def test_destination_on_another_host(unchanged, method, dest):
+    r = requests.request(method, unchanged.url + "/d/file.txt", headers={"Destination": dest})
+    assert r.status_code == 502
+
+
+@pytest.mark.parametrize("dest", ["/../outside.txt", "/d/../../outside.txt",
+                                  "/%2e%2e/outside.txt"])
+def test_destination_outside_the_root(unchanged, dest):
+    r = requests.request("COPY", unchanged.url + "/d/file.txt",
+                         headers={"Destination": unchanged.url + dest})
+    assert 400 <= r.status_code < 500
+    assert requests.get(unchanged.url + "/outside.txt").status_code == 404
+
+
+def test_destination_into_itself(unchanged):
+    r = requests.request("MOVE", unchanged.url + "/d/",
+                         headers={"Destination": unchanged.url + "/d/inner/"})
+    assert 400 <= r.status_code < 500
+
+
+def test_oversized_headers(unchanged):
+    status = raw(unchanged, b"GET /d/file.txt HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                 b"a" * (200 * 1024) + b"\r\nConnection: close\r\n\r\n")
+    assert status in (400, 413, 431)
+
+
+def test_oversized_xml_body(unchanged):
+    body = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set>'
+            b'<D:prop><Z:p>' + b"x" * (2 << 20) + b'</Z:p></D:prop></D:set></D:propertyupdate>')
+    r = requests.request("PROPPATCH", unchanged.url + "/d/file.txt", data=body)
+    assert r.status_code == 413
+    r = requests.request("PROPPATCH", unchanged.url + "/d/file.txt", data=iter([body]))
+    assert r.status_code == 413                 # chunked: counted as it arrives
+
+
+def test_malformed_content_length(unchanged):
+    status = raw(unchanged, b"PUT /d/file.txt HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n"
+                            b"Connection: close\r\n\r\n")
+    assert 400 <= status < 500
+
+
+def test_depth_infinity_on_a_huge_tree(tmp_path):
+    from razordav.core.volume import Volume
+    vol = Volume.open(tmp_path / "data", journal_interval=0)
+    vol.mkdir("/big")
+    parent = vol.stat("/big").ino
+    with vol.tree.write():
+        for i in range(10_050):
+            vol.tree.create(parent, f"f{i}")
+    vol.close()
+    with RazorServer(tmp_path / "data") as s:
+        r = requests.request("PROPFIND", s.url + "/", headers={"Depth": "infinity"})
+        assert r.status_code == 403 and "propfind-finite-depth" in r.text
+        r = requests.request("PROPFIND", s.url + "/", data=b"", headers={})  # no Depth: infinity
+        assert r.status_code == 403
+        assert requests.request("PROPFIND", s.url + "/big/", headers={"Depth": "1"}) \
+            .status_code == 207
+
+
+def test_bad_and_foreign_lock_tokens(unchanged):
+    url = unchanged.url
+    r = requests.request("LOCK", url + "/other.txt", data=LOCKINFO)
+    assert r.status_code == 200
+    token = r.headers["Lock-Token"].strip("<>")
+    try:
+        bogus = f"opaquelocktoken:{uuid.uuid4()}"
+        assert requests.request("UNLOCK", url + "/other.txt",
+                                headers={"Lock-Token": f"<{bogus}>"}).status_code in (409, 400)
+        assert requests.request("UNLOCK", url + "/other.txt",
+                                headers={"Lock-Token": "garbage"}).status_code in (400, 409)
+        assert requests.put(url + "/other.txt", data=b"overwrite",
+                            headers={"If": f"(<{bogus}>)"}).status_code in (412, 423)
+        # a token for one resource does not unlock another
+        assert requests.request("UNLOCK", url + "/d/file.txt",
+                                headers={"Lock-Token": f"<{token}>"}).status_code in (409, 400)
+        assert requests.put(url + "/d/file.txt", data=b"overwrite",
+                            headers={"If": f"(<{token}>)"}).status_code in (412, 423)
+        assert requests.put(url + "/other.txt", data=b"overwrite").status_code == 423
+    finally:
+        assert requests.request("UNLOCK", url + "/other.txt",
+                                headers={"Lock-Token": f"<{token}>"}).status_code == 204
