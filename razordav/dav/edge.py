@@ -5,6 +5,9 @@ Guards:
 - a request path with a '.' or '..' segment, a backslash or NUL, also percent-encoded, is a
   400 before anything resolves it (WsgiDAV would fold '/d/%2e%2e%2f' into another path);
 - a negative or non-numeric Content-Length is a 400;
+- a chunked request body left unread by an early error is read to its end first: cheroot
+  drains only bodies with a Content-Length, and parsed the rest of a chunked one as the
+  next request on the connection;
 - a Range header that is not one well-formed byte range is ignored (RFC 9110 14.2
   allows it), so the client gets the whole file rather than a wrong slice;
 - an XML request body (PROPFIND, PROPPATCH, LOCK, ...) larger than 1 MiB is a 413; the
@@ -66,6 +69,8 @@ class Edge:
         _fix_conditionals(environ)
         if method == "PROPFIND":
             _propname_to_name(environ)
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            start_response = _drain_on_error(start_response, environ["wsgi.input"])
         return self.app(environ, start_response)
 
     def _bound_body(self, environ) -> bytes | None:
@@ -97,6 +102,23 @@ class Edge:
             return False  # WsgiDAV answers the missing or invalid path
         return attr.is_dir and self.volume.tree.count_below(attr.ino, MAX_INFINITY_ENTRIES) \
             > MAX_INFINITY_ENTRIES
+
+
+MAX_DRAIN = 1 << 30
+
+
+def _drain_on_error(start_response, body):
+    def wrapped(status, headers, exc_info=None):
+        if int(status[:3]) >= 400:
+            drained = 0
+            while drained < MAX_DRAIN:
+                piece = body.read(1 << 20)
+                if not piece:
+                    break
+                drained += len(piece)
+        return start_response(status, headers, exc_info) if exc_info else \
+            start_response(status, headers)
+    return wrapped
 
 
 def _bad_path(environ) -> bytes | None:

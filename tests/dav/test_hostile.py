@@ -201,3 +201,17 @@ def test_bad_and_foreign_lock_tokens(unchanged):
     finally:
         assert requests.request("UNLOCK", url + "/other.txt",
                                 headers={"Lock-Token": f"<{token}>"}).status_code == 204
+
+
+def test_early_error_on_a_chunked_body_keeps_the_connection_sane(unchanged):
+    body = b"5\r\nhello\r\n400\r\n" + b"X" * 1024 + b"\r\n0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", unchanged.port), timeout=10) as s:
+        s.sendall(b"PUT /missing/parent/f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                  b"\r\n\r\n" + body + b"GET /other.txt HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 409")
+    assert b"Malformed" not in reply and reply.count(b"HTTP/1.1 ") == 2
+    assert reply.endswith(b"other")             # the pipelined GET was answered
