@@ -109,7 +109,9 @@ def open_volume(opts: config.Options, **kw):
     try:
         return Volume.open(opts.data_dir, opts.store, endpoint=opts.s3_endpoint,
                            block_size=opts.block_size, cache_size=opts.cache_size,
-                           dirty_limit=opts.dirty_limit, uploaders=opts.uploaders, **kw)
+                           dirty_limit=opts.dirty_limit, uploaders=opts.uploaders,
+                           lease_ttl=opts.lease_ttl,
+                           **{"journal_interval": opts.journal_interval, **kw})
     except StoreError as exc:
         raise UserError(f"object store: {exc}") from None
     except errors.VolumeError as exc:

@@ -28,6 +28,8 @@ class Options:
     dirty_limit: int | None = None      # default: 80 % of cache_size
     block_size: int = 4 << 20
     uploaders: int = 8
+    journal_interval: float = 2.0       # seconds between metadata shipments to the store
+    lease_ttl: float = 30.0             # seconds another gateway must wait after a crash
     threads: int = 32
     insecure: bool = False
     log_level: str = "info"
@@ -75,11 +77,20 @@ def load(config_file: str | None, overrides: dict) -> Options:
                 value = int(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{key} must be a whole number, not {value!r}") from None
+        elif key in ("journal_interval", "lease_ttl"):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key} must be a number of seconds, not {value!r}") from None
         setattr(opts, key, value)
     if not 0 <= opts.port <= 65535:
         raise ConfigError(f"port {opts.port} is out of range")
     if opts.block_size < 64 * 1024 or opts.block_size > 64 << 20:
         raise ConfigError("block_size must be between 64K and 64M")
+    if not 0.1 <= opts.journal_interval <= 60:
+        raise ConfigError("journal_interval must be between 0.1 and 60 seconds")
+    if opts.lease_ttl < 5:
+        raise ConfigError("lease_ttl must be at least 5 seconds")
     if opts.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level must be debug, info, warning or error")
     return opts
