@@ -70,7 +70,7 @@ def bench_plain_disk(tmp: str, data) -> dict:
 def bench_volume(tmp: str, store_url: str | None, endpoint: str | None, data,
                  files: int) -> dict:
     data_dir = os.path.join(tmp, "vol")
-    vol = Volume.open(data_dir, store_url, endpoint=endpoint, gc_interval=0)
+    vol = Volume.open(data_dir, store_url, endpoint=endpoint, journal_interval=0)
     res = {}
 
     def write():
@@ -87,7 +87,7 @@ def bench_volume(tmp: str, store_url: str | None, endpoint: str | None, data,
     res["cached_read"] = timed(read)
     vol.close()
     shutil.rmtree(os.path.join(data_dir, "cache"))
-    vol = Volume.open(data_dir, store_url, endpoint=endpoint, gc_interval=0)
+    vol = Volume.open(data_dir, store_url, endpoint=endpoint, journal_interval=0)
     res["uncached_read"] = timed(read)
     res["stored_bytes"] = vol.figures()["block_stored_bytes"]
 
