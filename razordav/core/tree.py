@@ -360,6 +360,14 @@ class Tree:
         c.execute("UPDATE inodes SET mtime = ?, ctime = ?, nlink = nlink + ? WHERE ino = ?",
                   (now, now, nlink_delta, ino))
 
+    def _existing(self, c, parent: int, key: str, name: str) -> tuple[int, int]:
+        """(ino, mode) of an entry that must exist in directory ``parent``."""
+        self._check_dir(c, parent)
+        entry = self._entry(c, parent, key)
+        if entry is None:
+            raise errors.NotFound(f"{name!r} not found")
+        return entry
+
     def _entry(self, c, parent: int, key: str) -> tuple[int, int] | None:
         """(ino, mode) of the entry, or None."""
         return c.execute("SELECT d.ino, i.mode FROM dentries d JOIN inodes i ON i.ino = d.ino "
@@ -371,11 +379,7 @@ class Tree:
         key = check_name(name)
         now = time.time_ns()
         with self.write() as c:
-            self._check_dir(c, parent)
-            entry = self._entry(c, parent, key)
-            if entry is None:
-                raise errors.NotFound(f"{name!r} not found")
-            ino, mode = entry
+            ino, mode = self._existing(c, parent, key, name)
             if st.S_ISDIR(mode):
                 raise errors.IsADirectory(f"{name!r} is a directory")
             c.execute("DELETE FROM dentries WHERE parent = ? AND key = ?", (parent, key))
@@ -387,11 +391,7 @@ class Tree:
         key = check_name(name)
         now = time.time_ns()
         with self.write() as c:
-            self._check_dir(c, parent)
-            entry = self._entry(c, parent, key)
-            if entry is None:
-                raise errors.NotFound(f"{name!r} not found")
-            ino, mode = entry
+            ino, mode = self._existing(c, parent, key, name)
             if not st.S_ISDIR(mode):
                 raise errors.NotADirectory(f"{name!r} is not a directory")
             if c.execute("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (ino,)).fetchone():

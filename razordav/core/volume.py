@@ -24,6 +24,7 @@ import time
 import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import store as store_mod
@@ -266,6 +267,25 @@ class Volume:
                 self._inode_locks[ino] = lock
             return lock
 
+    @contextmanager
+    def _rewriting(self, ino: int):
+        """For a change of a file's blocks: the inode's lock, one consistent version of the
+        file with its blocks pinned, and a storer whose new blocks go away on error."""
+        with self._inode_lock(ino):
+            attr, extents = self.tree.snapshot_content(ino)
+            if not attr.is_file:
+                raise errors.IsADirectory(f"inode {ino} is not a regular file")
+            storer = _BlockStorer(self, None)
+            self.pins.pin(extents.values())
+            try:
+                yield attr, extents, storer
+            except BaseException:
+                storer.abandon()
+                raise
+            finally:
+                self.pins.unpin(extents.values())
+            storer.finish()
+
     def pwrite(self, ino: int, offset: int, data: bytes) -> Attr:
         """Write ``data`` at ``offset`` (past the end leaves a hole). Each touched block is
         rewritten as a new block; the change is committed before this returns."""
@@ -274,36 +294,23 @@ class Volume:
         if not data:
             return self.tree.getattr(ino)
         bs = self.block_size
-        with self._inode_lock(ino):
-            attr, extents = self.tree.snapshot_content(ino)
-            if not attr.is_file:
-                raise errors.IsADirectory(f"inode {ino} is not a regular file")
-            self.pins.pin(extents.values())
-            storer = _BlockStorer(self, kind_of_name(None))
-            try:
-                end = offset + len(data)
-                for idx in range(offset // bs, (end - 1) // bs + 1):
-                    start = idx * bs
-                    old = self._read_block(extents.get(idx), min(bs, max(attr.size - start, 0)))
-                    lo, hi = max(offset, start) - start, min(end, start + bs) - start
-                    new = bytearray(old)
-                    if len(new) < hi:
-                        new.extend(bytes(hi - len(new)))
-                    new[lo:hi] = data[max(offset, start) - offset:min(end, start + bs) - offset]
-                    storer.submit(idx, bytes(new))
-                storer.wait()
-                changes = storer.done
-                size = max(attr.size, end)
-                merged = {**extents, **changes}
-                result = self.tree.set_content(ino, size, changes, content_etag(size, merged),
-                                               blocks=storer.new_blocks)
-            except BaseException:
-                storer.abandon()
-                raise
-            finally:
-                self.pins.unpin(extents.values())
-            storer.finish()
-            return result
+        end = offset + len(data)
+        with self._rewriting(ino) as (attr, extents, storer):
+            for idx in range(offset // bs, (end - 1) // bs + 1):
+                start = idx * bs
+                block = bytearray(self._read_block(extents.get(idx),
+                                                   min(bs, max(attr.size - start, 0))))
+                lo, hi = max(offset, start) - start, min(end, start + bs) - start
+                if len(block) < hi:
+                    block.extend(bytes(hi - len(block)))
+                block[lo:hi] = data[start + lo - offset:start + hi - offset]
+                storer.submit(idx, bytes(block))
+            storer.wait()
+            size = max(attr.size, end)
+            result = self.tree.set_content(ino, size, storer.done,
+                                           content_etag(size, {**extents, **storer.done}),
+                                           blocks=storer.new_blocks)
+        return result
 
     def _read_block(self, name: bytes | None, length: int) -> bytes:
         if length <= 0:
@@ -317,33 +324,18 @@ class Volume:
         if size < 0:
             raise errors.InvalidArgument("negative size")
         bs = self.block_size
-        with self._inode_lock(ino):
-            attr, extents = self.tree.snapshot_content(ino)
-            if not attr.is_file:
-                raise errors.IsADirectory(f"inode {ino} is not a regular file")
-            keep = (size + bs - 1) // bs
-            changes: dict[int, bytes | None] = {}
-            storer = _BlockStorer(self, None)
-            self.pins.pin(extents.values())
-            try:
-                tail = size % bs
-                if size < attr.size and tail and (keep - 1) in extents:
-                    # Cut the last kept block, so growing the file again reads zeros there.
-                    storer.submit(keep - 1, self._read_block(extents[keep - 1], tail))
-                    storer.wait()
-                    changes.update(storer.done)
-                merged = {i: h for i, h in extents.items() if i < keep}
-                merged.update(changes)
-                result = self.tree.set_content(ino, size, changes, content_etag(size, merged),
-                                               truncate_from=keep if size < attr.size else None,
-                                               blocks=storer.new_blocks)
-            except BaseException:
-                storer.abandon()
-                raise
-            finally:
-                self.pins.unpin(extents.values())
-            storer.finish()
-            return result
+        keep = (size + bs - 1) // bs
+        with self._rewriting(ino) as (attr, extents, storer):
+            if size < attr.size and size % bs and (keep - 1) in extents:
+                # Cut the last kept block, so growing the file again reads zeros there.
+                storer.submit(keep - 1, self._read_block(extents[keep - 1], size % bs))
+                storer.wait()
+            merged = {i: h for i, h in extents.items() if i < keep}
+            merged.update(storer.done)
+            result = self.tree.set_content(ino, size, storer.done, content_etag(size, merged),
+                                           truncate_from=keep if size < attr.size else None,
+                                           blocks=storer.new_blocks)
+        return result
 
     # -- open handles and garbage --
 
