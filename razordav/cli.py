@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import socket
 import sys
 
@@ -46,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow listening on a non-loopback address without authentication")
     serve.add_argument("--takeover", action="store_true",
                        help="take the volume over from another gateway whose lease is live")
+    serve.add_argument("--mount", metavar="MOUNTPOINT",
+                       help="also mount the volume there with FUSE, in this process")
+    serve.add_argument("-o", dest="fuse_options", action="append", metavar="OPT",
+                       help="FUSE mount option for --mount, e.g. -o allow_other")
+
+    mnt = sub.add_parser("mount", help="mount the volume as a local file system (FUSE)")
+    _common(mnt)
+    mnt.add_argument("mountpoint", help="an empty directory to mount on")
+    mnt.add_argument("-f", "--foreground", action="store_true",
+                     help="stay in the foreground (default: return once mounted)")
+    mnt.add_argument("-o", dest="fuse_options", action="append", metavar="OPT",
+                     help="FUSE mount option, e.g. -o allow_other (repeatable)")
+    mnt.add_argument("--takeover", action="store_true",
+                     help="take the volume over from another gateway whose lease is live")
 
     restore = sub.add_parser("restore", help="rebuild a data dir from the bucket alone")
     _common(restore)
@@ -65,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMAND_FLAGS = {"takeover", "json", "full", "repair"}
+COMMAND_FLAGS = {"takeover", "json", "full", "repair", "mount", "mountpoint", "foreground",
+                 "fuse_options"}
 
 
 def _setup_logging(opts: config.Options, verbose: int, quiet: int) -> None:
@@ -123,19 +139,25 @@ def cmd_serve(opts: config.Options, args) -> int:
     if not _is_loopback(opts.host) and not opts.insecure:
         raise UserError(f"refusing to listen on {opts.host} without authentication; "
                         "use --insecure to allow it")
+    if args.mount:
+        _check_mountpoint(args.mount)
     vol = open_volume(opts, takeover=args.takeover)
-    app = None
+    app = mounted = None
     try:
         app = make_app(vol)
         try:
             server = Server(app, opts.host, opts.port, threads=opts.threads)
         except OSError as exc:
             raise UserError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror}") from None
+        if args.mount:
+            mounted = _MountThread(vol, args.mount, args.fuse_options or ())
         log.info("razordav %s serving %s on http://%s:%d/ (data dir %s)", __version__,
                  vol.store.url, server.host, server.port, vol.data_dir)
         print(f"razordav: listening on http://{server.host}:{server.port}/", flush=True)
         server.serve_forever()
     finally:
+        if mounted is not None:
+            mounted.stop()
         if app is not None:
             close_app(app)
         queued = vol.cache.queue_length()
@@ -143,6 +165,130 @@ def cmd_serve(opts: config.Options, args) -> int:
     log.info("stopped; %s", "no uploads pending" if not queued else
              f"{queued} blocks still queued for upload, they go on at the next start")
     return 0
+
+
+def _check_mountpoint(mountpoint: str) -> None:
+    try:
+        from .fuse import MountError, check_fuse_available
+    except ImportError as exc:
+        raise UserError(f"FUSE support is not installed ({exc}); "
+                        "run: pip install 'razordav[fuse]'") from None
+    try:
+        check_fuse_available(mountpoint)
+    except MountError as exc:
+        raise UserError(str(exc)) from None
+
+
+class _MountThread:
+    """The FUSE face beside the WebDAV one (serve --mount): mounted before serving starts,
+    unmounted (all write buffers committed) before the volume closes."""
+
+    def __init__(self, vol, mountpoint: str, fuse_options):
+        import threading
+
+        from .fuse import MountError, mount
+        self.handle = None
+        self.error: str | None = None
+        ready = threading.Event()
+
+        def on_ready(handle):
+            self.handle = handle
+            ready.set()
+
+        def run():
+            try:
+                mount(vol, mountpoint, fuse_options=fuse_options, ready=on_ready)
+            except MountError as exc:
+                self.error = str(exc)
+            except Exception as exc:
+                log.exception("the FUSE mount failed")
+                self.error = f"the FUSE mount failed: {exc}"
+            finally:
+                ready.set()
+            if self.handle is not None:
+                log.info("%s unmounted; WebDAV goes on", mountpoint)
+
+        self.thread = threading.Thread(target=run, name="rzd-mount", daemon=True)
+        self.thread.start()
+        ready.wait()
+        if self.error:
+            raise UserError(self.error)
+        print(f"razordav: mounted on {os.path.abspath(mountpoint)}", flush=True)
+
+    def stop(self) -> None:
+        if self.handle is not None and self.thread.is_alive():
+            self.handle.stop()
+        self.thread.join()
+
+
+def cmd_mount(opts: config.Options, args) -> int:
+    """Mount and serve until unmounted (SIGTERM, SIGINT or fusermount3 -u). Without
+    --foreground the command forks first and returns once the mount is up, or with the
+    child's error."""
+    _check_mountpoint(args.mountpoint)
+    if not args.foreground:
+        return _mount_in_background(opts, args)
+    return _mount(opts, args, lambda h: print(f"razordav: mounted on {h.mountpoint}",
+                                              flush=True))
+
+
+def _mount(opts: config.Options, args, ready) -> int:
+    from .fuse import MountError, mount
+    vol = open_volume(opts, takeover=args.takeover)
+    try:
+        mount(vol, args.mountpoint, fuse_options=args.fuse_options or (), ready=ready)
+    except MountError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        vol.close()
+    return 0
+
+
+def _mount_in_background(opts: config.Options, args) -> int:
+    """Fork before any thread exists; the child reports "ok" or its error through a pipe
+    and logs to <data dir>/mount.log."""
+    from pathlib import Path
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            answer = pipe.read()
+        if answer.startswith("ok"):
+            print(f"razordav: mounted on {os.path.abspath(args.mountpoint)} (pid {pid}; "
+                  f"log in {Path(opts.data_dir) / 'mount.log'})")
+            return 0
+        os.waitpid(pid, 0)
+        raise UserError(answer.strip() or "the mount process failed; see its log")
+    os.close(read_end)
+    os.setsid()
+    Path(opts.data_dir).mkdir(parents=True, exist_ok=True)
+    logfile = os.open(Path(opts.data_dir) / "mount.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                      0o644)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    for fd in (1, 2):
+        os.dup2(logfile, fd)
+    pipe = os.fdopen(write_end, "w")
+
+    def ready(_handle):
+        pipe.write("ok\n")
+        pipe.close()
+    status = 1
+    try:
+        status = _mount(opts, args, ready)
+    except UserError as exc:
+        if not pipe.closed:
+            pipe.write(str(exc))
+        print(f"razordav: error: {exc}", file=sys.stderr)
+    except BaseException:
+        log.exception("the mount process failed")
+    finally:
+        if not pipe.closed:
+            pipe.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(status)
 
 
 def cmd_restore(opts: config.Options, args) -> int:
@@ -252,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(opts, args.verbose, args.quiet)
     _pin_malloc_threshold()
     try:
-        commands = {"serve": cmd_serve, "restore": cmd_restore, "stats": cmd_stats,
-                    "fsck": cmd_fsck}
+        commands = {"serve": cmd_serve, "mount": cmd_mount, "restore": cmd_restore,
+                    "stats": cmd_stats, "fsck": cmd_fsck}
         return commands[args.command](opts, args)
     except UserError as exc:
         print(f"razordav: error: {exc}", file=sys.stderr)

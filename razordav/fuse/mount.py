@@ -1,5 +1,5 @@
-"""Mounting a volume: the checks before, the session loop, the clean unmount after; and a
-small command (``python -m razordav.fuse.main``) that opens a volume and mounts it.
+"""Mounting a volume: the checks before, the session loop, the clean unmount after.
+``razordav mount`` and ``razordav serve --mount`` (cli.py) call ``mount``.
 
 ``mount`` blocks until the file system is unmounted: by SIGTERM/SIGINT (when it runs in the main
 thread), by ``fusermount3 -u MOUNTPOINT``, or by ``MountHandle.stop()`` from any thread. It then
@@ -11,14 +11,13 @@ User errors (no FUSE, a busy or missing mount point) raise ``MountError`` with o
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import os
+import re
 import shutil
 import signal
 import stat
-import sys
 import threading
 from typing import Callable, Iterable
 
@@ -58,9 +57,13 @@ def check_fuse_available(mountpoint: str | os.PathLike) -> None:
 
 
 def _check_device() -> None:
-    if not os.path.exists("/dev/fuse"):
+    try:
+        dev = os.stat("/dev/fuse")
+    except FileNotFoundError:
         raise MountError("FUSE is not available: /dev/fuse is missing (load the fuse module; "
-                         "a container needs --device /dev/fuse)")
+                         "a container needs --device /dev/fuse)") from None
+    if not stat.S_ISCHR(dev.st_mode) or (os.major(dev.st_rdev), os.minor(dev.st_rdev)) != (10, 229):
+        raise MountError("FUSE is not available: /dev/fuse is not the FUSE device (10:229)")
     try:
         os.close(os.open("/dev/fuse", os.O_RDWR))
         return
@@ -164,75 +167,34 @@ async def _stop_on_signal() -> None:
 async def _tune_read_ahead(mountpoint: str) -> None:
     """Let the kernel read ahead in 1 MiB requests. Its window comes from the mount's bdi,
     which libfuse lowers to 128 KiB while the mount starts, so this waits until the mount is
-    up. Needs root; without it the default stays."""
+    up. The device number comes from /proc/self/mountinfo: a stat of the mount point would
+    be a request to this very loop. Needs root; without it the default stays."""
     import trio
     for _ in range(100):
         await trio.sleep(0.05)
-        try:
-            if os.path.ismount(mountpoint):
-                break
-        except OSError:
-            pass
+        dev = _mounted_device(mountpoint)
+        if dev is not None:
+            break
+    else:
+        return
     await trio.sleep(0.1)   # the INIT reply sets the window: come after it
     try:
-        dev = await trio.to_thread.run_sync(os.stat, mountpoint)
-        path = f"/sys/class/bdi/{os.major(dev.st_dev)}:{os.minor(dev.st_dev)}/read_ahead_kb"
-        with open(path, "w") as f:
+        with open(f"/sys/class/bdi/{dev}/read_ahead_kb", "w") as f:
             f.write(str(READ_AHEAD_KB))
     except OSError as exc:
         log.debug("read-ahead left at the kernel default: %s", exc)
 
 
-# -- the command --
-
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    from ..config import ConfigError, parse_size
-    p = argparse.ArgumentParser(prog="python -m razordav.fuse.main",
-                                description="Mount a razordav volume with FUSE (foreground).")
-    p.add_argument("mountpoint")
-    p.add_argument("--data-dir", default="./razordav-data", help="metadata and cache directory")
-    p.add_argument("--store", help="object store URL (default: a store inside the data dir)")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default $AWS_ENDPOINT_URL)")
-    p.add_argument("--block-size", help="block size of a new volume, e.g. 4M")
-    p.add_argument("--cache-size", default="10G", help="local block cache size")
-    p.add_argument("-o", dest="options", action="append", default=[],
-                   help="FUSE mount options, e.g. -o allow_other")
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
+def _mounted_device(mountpoint: str) -> str | None:
+    """"major:minor" of the razordav FUSE mount on ``mountpoint``, if there is one."""
     try:
-        args.block_size = parse_size(args.block_size) if args.block_size else None
-        args.cache_size = parse_size(args.cache_size)
-    except ConfigError as exc:
-        p.error(str(exc))
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("botocore", "boto3", "urllib3", "sqlitedict", "s3transfer", "pyfuse3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    from ..core import errors
-    from ..core.volume import Volume
-    from ..store import StoreError
-    try:
-        check_fuse_available(args.mountpoint)
-        vol = Volume.open(args.data_dir, args.store, endpoint=args.s3_endpoint,
-                          block_size=args.block_size, cache_size=args.cache_size)
-    except (MountError, StoreError, errors.VolumeError) as exc:
-        print(f"razordav: error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        mount(vol, args.mountpoint, fuse_options=args.options,
-              ready=lambda h: print(f"razordav: mounted on {h.mountpoint}", flush=True))
-    except MountError as exc:
-        print(f"razordav: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        vol.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                sep = fields.index("-")
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+                if point == mountpoint and fields[sep + 1].startswith("fuse"):
+                    return fields[2]
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
