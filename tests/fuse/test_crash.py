@@ -9,6 +9,7 @@ import threading
 import time
 
 from mounts import RazorMount
+from tests.e2e.test_faults import wait_drained
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -85,6 +86,7 @@ def test_kill_9_loses_nothing_fsynced(tmp_path, seaweedfs):
             # what was fsynced is there, in order; after it only whole records or a torn tail
             n = int(name[3:])
             assert lines[:count] == [record(n, i) for i in range(count)], name
+        wait_drained(tmp_path / "data")   # the uploads resumed by themselves
     finally:
         assert m.stop() == 0
     args = ["--data-dir", str(tmp_path / "data"), "--store", store[0], "--s3-endpoint", store[1]]
