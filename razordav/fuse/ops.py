@@ -60,6 +60,7 @@ BLKSIZE = 128 << 10    # st_blksize: the I/O size tools pick for their buffers
 THREADS = 8
 DIR_PAGE = 128         # entries read per readdir query
 _RENAME_FLAGS = pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE
+_XATTR_NAMESPACES = ("user.", "trusted.", "security.")
 
 
 def errno_of(exc: BaseException) -> int:
@@ -297,7 +298,10 @@ class RazorOps(pyfuse3.Operations):
             changes["ctime"] = new.st_ctime_ns
         if fields.update_size:
             self.files.truncate(ino, new.st_size, mtime=changes.pop("mtime", None))
-        if changes:
+        if changes or not fields.update_size:
+            # Every setattr is a change of the inode (ctime: now, Tree.setattr's default),
+            # also one with no field left: the kernel keeps ctime to itself unless it
+            # trusts its own times (writeback cache), so chown(f, -1, -1) arrives empty.
             self.files.flush(ino)   # explicit attributes win over those of buffered writes
             self.tree.setattr(ino, **changes)
         return self.files.attr(ino)
@@ -390,15 +394,22 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def open(self, inode, flags, ctx):
-        keep_cache = await self._call(self._open, inode)
+        keep_cache = await self._call(self._open, inode, flags)
         fh = next(self._next_fh)
         self._handles[fh] = inode
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
 
-    def _open(self, ino: int) -> bool:
+    def _open(self, ino: int, flags: int) -> bool:
         """Open ``ino``; True if the kernel may keep the pages it has cached."""
-        attr = self.tree.getattr(ino)
         self.files.open(ino)
+        if flags & os.O_TRUNC:
+            # libfuse asks for atomic_o_trunc: the kernel leaves O_TRUNC to us, no setattr.
+            try:
+                self.files.truncate(ino, 0)
+            except BaseException:
+                self.files.close(ino)
+                raise
+        attr = self.files.attr(ino)
         with self._lock:
             seen = self._kernel_etag.get(ino)
             self._kernel_etag[ino] = attr.etag
@@ -477,9 +488,12 @@ class RazorOps(pyfuse3.Operations):
 
     @staticmethod
     def _xattr_name(raw: bytes) -> str:
+        """Names in the namespaces a Linux disk file system keeps; others are EOPNOTSUPP
+        there (ext4, xfs), so a copy from here to a local disk never meets a name it cannot
+        set. system.* (POSIX ACLs and such) is not stored either."""
         name = _name(raw)
-        if name.startswith("system."):
-            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)   # POSIX ACLs and such: not stored
+        if not name.startswith(_XATTR_NAMESPACES):
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         return name
 
     @_translated
