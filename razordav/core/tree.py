@@ -387,7 +387,9 @@ class Tree:
             self._touch_dir(c, parent, now)
         return ino
 
-    def rmdir(self, parent: int, name: str) -> int:
+    def rmdir(self, parent: int, name: str, keep: Iterable[int] = ()) -> int:
+        """Remove an empty directory; return its inode. One in ``keep`` (open) stays, empty
+        with no link, until the caller purges it, as ``unlink`` keeps a file."""
         key = check_name(name)
         now = time.time_ns()
         with self.write() as c:
@@ -397,9 +399,16 @@ class Tree:
             if c.execute("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (ino,)).fetchone():
                 raise errors.NotEmpty(f"directory {name!r} is not empty")
             c.execute("DELETE FROM dentries WHERE parent = ? AND key = ?", (parent, key))
-            self._purge(c, ino)
+            self._drop_dir(c, ino, now, keep)
             self._touch_dir(c, parent, now, nlink_delta=-1)
         return ino
+
+    def _drop_dir(self, c, ino: int, now: int, keep: Iterable[int]) -> None:
+        """A removed directory: an fstat of an open one still answers (nlink 0, as on ext4)."""
+        if ino in keep:
+            c.execute("UPDATE inodes SET nlink = 0, ctime = ? WHERE ino = ?", (now, ino))
+        else:
+            self._purge(c, ino)
 
     def remove_tree(self, parent: int, name: str, keep: Iterable[int] = ()) -> int:
         """Remove an entry and, for a directory, everything below it, in one transaction.
@@ -508,7 +517,7 @@ class Tree:
             if c.execute("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (dst_ino,)).fetchone():
                 raise errors.NotEmpty(f"directory {name!r} is not empty")
             c.execute("DELETE FROM dentries WHERE parent = ? AND key = ?", (parent, key))
-            self._purge(c, dst_ino)
+            self._drop_dir(c, dst_ino, now, keep)
             self._touch_dir(c, parent, now, -1)
         else:
             if st.S_ISDIR(src_mode):

@@ -23,8 +23,9 @@ kernel would otherwise own size and mtime.
 
 Lifetimes: an inode the kernel knows (lookup count > 0) is held (``Volume.hold``), so an unlink
 through any face keeps it until the kernel forgets it, and its number is not reused meanwhile.
-A directory is removed at once by rmdir; if the kernel still knows it, the inode number gets a
-new generation should it come back.
+A directory removed by rmdir or a rename while the kernel knows it stays likewise, empty and
+unlinked, so an fstat of an open one answers as on a disk. One removed by another face goes at
+once; if the kernel still knows it, the inode number gets a new generation should it come back.
 
 Threading: handlers are trio tasks on one thread. SQLite reads, which never wait for writers
 (getattr, lookup, readlink, xattrs), run inline; everything that may wait (commits, block I/O)
@@ -369,7 +370,7 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def rmdir(self, parent_inode, name, ctx):
-        self._gone(await self._call(self.tree.rmdir, parent_inode, _name(name)))
+        self._gone(await self._call(self.tree.rmdir, parent_inode, _name(name), self._keep))
 
     @_translated
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
