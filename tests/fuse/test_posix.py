@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import mmap
 import os
 import random
+import shutil
 import stat
 import struct
 
@@ -308,6 +310,38 @@ def truncate(r):
     os.symlink("f", r.p("l"))
     r.do("through a symlink", os.truncate, r.p("l"), 3)
     r.content("through a symlink", "f")
+
+
+@case()
+def mmap_and_copies(r):
+    """Shared writable mappings (pages written back by the kernel), and the copy paths
+    tools use: sendfile, copy_file_range, posix_fallocate (glibc writes zeros where the
+    file system has no fallocate)."""
+    r.write("f", bytes(3 * 4096 + 10))
+    with open(r.p("f"), "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 0)
+        mm[0:5] = b"hello"
+        mm[8190:8197] = b"world!!"
+        mm.flush()
+        r.content("after msync", "f")
+        r.rec("read through the map", mm[8188:8200])
+        os.pwrite(f.fileno(), b"PW", 2)
+        r.rec("a write shows in the map", mm[0:6])
+        mm.close()
+    r.content("after munmap", "f")
+    data = bytes(range(256)) * 20000
+    r.write("src", data)
+    src = os.open(r.p("src"), os.O_RDONLY)
+    dst = os.open(r.p("dst"), os.O_RDWR | os.O_CREAT, 0o644)
+    r.val("sendfile", os.sendfile, dst, src, 1000, 2 * MiB)
+    r.val("copy_file_range", os.copy_file_range, src, dst, 100_000, 10, 3 * MiB)
+    os.close(src)
+    r.val("posix_fallocate", os.posix_fallocate, dst, 5 * MiB, 10)
+    r.rec("fstat", attrs(os.fstat(dst)))
+    os.close(dst)
+    r.content("dst", "dst")
+    r.do("shutil.copyfile", shutil.copyfile, r.p("src"), r.p("copy"))
+    r.content("copy", "copy")
 
 
 # -- the namespace --
