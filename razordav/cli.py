@@ -7,6 +7,7 @@ and exit status 2 (usage) or 1 (runtime); bugs keep their traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -44,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any)")
     serve.add_argument("--insecure", action="store_true", default=None,
-                       help="allow listening on a non-loopback address without authentication")
+                       help="allow listening on a non-loopback address with --auth none")
+    serve.add_argument("--auth", help="none (default), basic, jwt or basic,jwt")
+    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: serve https")
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    serve.add_argument("--jwks-url", help="JWKS URL of the identity provider (auth jwt)")
+    serve.add_argument("--oidc-issuer", help="OIDC issuer URL; JWKS found by discovery")
+    serve.add_argument("--jwt-issuer", help="required iss claim of Bearer tokens")
+    serve.add_argument("--jwt-audience", help="required aud claim of Bearer tokens")
+    serve.add_argument("--jwt-user-claim", help="claim naming the user (default sub)")
+    serve.add_argument("--jwt-tenant-claim", help="claim naming the tenant (default tenant)")
     serve.add_argument("--takeover", action="store_true",
                        help="take the volume over from another gateway whose lease is live")
     serve.add_argument("--mount", metavar="MOUNTPOINT",
@@ -61,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="FUSE mount option, e.g. -o allow_other (repeatable)")
     mnt.add_argument("--takeover", action="store_true",
                      help="take the volume over from another gateway whose lease is live")
+    mnt.add_argument("--tenant", help="mount this tenant's volume (with its quota)")
 
     restore = sub.add_parser("restore", help="rebuild a data dir from the bucket alone")
     _common(restore)
@@ -78,10 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     fsck.add_argument("--takeover", action="store_true",
                       help="run even though another gateway holds the lease")
     return parser
-
-
-COMMAND_FLAGS = {"takeover", "json", "full", "repair", "mount", "mountpoint", "foreground",
-                 "fuse_options"}
 
 
 def _setup_logging(opts: config.Options, verbose: int, quiet: int) -> None:
@@ -135,36 +142,88 @@ def open_volume(opts: config.Options, **kw):
 
 
 def cmd_serve(opts: config.Options, args) -> int:
-    from .dav.app import Server, close_app, make_app
-    if not _is_loopback(opts.host) and not opts.insecure:
+    from .dav.app import Server, close_app
+    loopback = _is_loopback(opts.host)
+    if not loopback and opts.auth == "none" and not opts.insecure:
         raise UserError(f"refusing to listen on {opts.host} without authentication; "
-                        "use --insecure to allow it")
+                        "use --auth basic (or jwt), or --insecure to allow it")
+    tls = _tls_files(opts)
     if args.mount:
         _check_mountpoint(args.mount)
     vol = open_volume(opts, takeover=args.takeover)
-    app = mounted = None
+    app = service = mounted = None
     try:
-        app = make_app(vol)
+        app, service = _build_app(opts, vol)
         try:
-            server = Server(app, opts.host, opts.port, threads=opts.threads)
+            server = Server(app, opts.host, opts.port, threads=opts.threads, tls=tls)
         except OSError as exc:
             raise UserError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror}") from None
+        if "basic" in opts.auth and not tls and not loopback:
+            log.warning("Basic auth without TLS on %s: passwords cross the network in clear; "
+                        "use --tls-cert and --tls-key", opts.host)
         if args.mount:
             mounted = _MountThread(vol, args.mount, args.fuse_options or ())
-        log.info("razordav %s serving %s on http://%s:%d/ (data dir %s)", __version__,
-                 vol.store.url, server.host, server.port, vol.data_dir)
-        print(f"razordav: listening on http://{server.host}:{server.port}/", flush=True)
+        url = f"{server.scheme}://{server.host}:{server.port}/"
+        log.info("razordav %s serving %s on %s (data dir %s, auth %s)", __version__,
+                 vol.store.url, url, vol.data_dir, opts.auth)
+        print(f"razordav: listening on {url}", flush=True)
         server.serve_forever()
     finally:
         if mounted is not None:
             mounted.stop()
-        if app is not None:
+        if service is not None:
+            service.close(close_app)
+        elif app is not None:
             close_app(app)
         queued = vol.cache.queue_length()
         vol.close()
     log.info("stopped; %s", "no uploads pending" if not queued else
              f"{queued} blocks still queued for upload, they go on at the next start")
     return 0
+
+
+def _tls_files(opts: config.Options) -> tuple[str, str] | None:
+    if not opts.tls_cert:
+        return None
+    import ssl
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(opts.tls_cert,
+                                                                            opts.tls_key)
+    except FileNotFoundError as exc:
+        raise UserError(f"TLS: {exc.filename}: no such file") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise UserError(f"TLS: cannot use {opts.tls_cert} with {opts.tls_key}: {exc}") from None
+    return opts.tls_cert, opts.tls_key
+
+
+def _build_app(opts: config.Options, vol):
+    """The WSGI app: with auth none, the main volume's WebDAV app alone (as it always was);
+    otherwise the gate over tenants, the REST API and metrics."""
+    from .dav.app import make_app
+    if opts.auth == "none":
+        return make_app(vol), None
+    from .service.api import make_api
+    from .service.gate import Gate, Service
+    from .service.metrics import Metrics
+    from .service.registry import Registry
+
+    def open_tenant(data_dir, store_url, cache_size):
+        return open_volume(dataclasses.replace(opts, data_dir=str(data_dir), store=store_url,
+                                               cache_size=cache_size, dirty_limit=None))
+
+    service = Service(vol, Registry(vol.tree), open_volume=open_tenant,
+                      make_dav_app=lambda v, key: make_app(v, trusted_user_key=key))
+    jwt = None
+    if "jwt" in opts.auth:
+        from .service.jwt_auth import JwtAuthenticator
+        jwt = JwtAuthenticator(jwks_url=opts.jwks_url, oidc_issuer=opts.oidc_issuer,
+                               issuer=opts.jwt_issuer, audience=opts.jwt_audience,
+                               user_claim=opts.jwt_user_claim,
+                               tenant_claim=opts.jwt_tenant_claim)
+    metrics = Metrics(service)
+    gate = Gate(service, basic="basic" in opts.auth, jwt=jwt, api_app=make_api(service),
+                metrics_app=metrics.app, metrics_token=opts.metrics_token)
+    return metrics.middleware(gate), service
 
 
 def _check_mountpoint(mountpoint: str) -> None:
@@ -234,14 +293,45 @@ def cmd_mount(opts: config.Options, args) -> int:
 
 def _mount(opts: config.Options, args, ready) -> int:
     from .fuse import MountError, mount
+    quota = None
+    if args.tenant:
+        opts, quota = _tenant_options(opts, args.tenant)
     vol = open_volume(opts, takeover=args.takeover)
     try:
+        if quota is not None:
+            vol.set_quota(*quota)
         mount(vol, args.mountpoint, fuse_options=args.fuse_options or (), ready=ready)
     except MountError as exc:
         raise UserError(str(exc)) from None
     finally:
         vol.close()
     return 0
+
+
+def _tenant_options(opts: config.Options, name: str):
+    """The options of a tenant's volume, and its quota, read from the registry in the main
+    volume's database (which a running gateway may hold: only read here)."""
+    from pathlib import Path
+
+    from .core.tree import Tree
+    from .service.registry import Registry
+    from .service.tenants import tenant_data_dir, tenant_store_url
+    db = Path(opts.data_dir) / "meta.db"
+    if not db.exists():
+        raise UserError(f"{opts.data_dir} holds no volume, so no tenant {name!r}")
+    tree = Tree(db)
+    try:
+        tenant = Registry(tree).tenant(name)
+    except errors.NotFound:
+        raise UserError(f"no tenant {name!r} (razordav tenant list shows them)") from None
+    except errors.FsError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        tree.close()
+    store = opts.store or (Path(opts.data_dir).resolve() / "store").as_uri()
+    opts = dataclasses.replace(opts, data_dir=str(tenant_data_dir(opts.data_dir, name)),
+                               store=tenant_store_url(store, name))
+    return opts, (tenant.quota_bytes, tenant.max_files)
 
 
 def _mount_in_background(opts: config.Options, args) -> int:
@@ -389,8 +479,8 @@ def cmd_fsck(opts: config.Options, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    flags = {k: v for k, v in vars(args).items()
-             if k not in ("command", "config", "verbose", "quiet") and k not in COMMAND_FLAGS}
+    options = {f.name for f in dataclasses.fields(config.Options)}
+    flags = {k: v for k, v in vars(args).items() if k in options}   # the rest: the command's
     try:
         opts = config.load(args.config, flags)
     except config.ConfigError as exc:

@@ -33,6 +33,16 @@ class Options:
     threads: int = 32
     insecure: bool = False
     log_level: str = "info"
+    auth: str = "none"                  # none, basic, jwt or basic,jwt
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    jwks_url: str | None = None
+    oidc_issuer: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_user_claim: str = "sub"
+    jwt_tenant_claim: str = "tenant"
+    metrics_token: str | None = None
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
@@ -91,6 +101,14 @@ def load(config_file: str | None, overrides: dict) -> Options:
         raise ConfigError("journal_interval must be between 0.1 and 60 seconds")
     if opts.lease_ttl < 5:
         raise ConfigError("lease_ttl must be at least 5 seconds")
+    auth = [a.strip() for a in str(opts.auth).lower().split(",")]
+    if auth != ["none"] and not set(auth) <= {"basic", "jwt"}:
+        raise ConfigError(f"auth must be none, basic, jwt or basic,jwt, not {opts.auth!r}")
+    opts.auth = ",".join(auth)
+    if "jwt" in auth and not (opts.jwks_url or opts.oidc_issuer):
+        raise ConfigError("auth jwt needs jwks_url or oidc_issuer")
+    if bool(opts.tls_cert) != bool(opts.tls_key):
+        raise ConfigError("tls_cert and tls_key go together")
     if opts.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level must be debug, info, warning or error")
     return opts

@@ -23,14 +23,23 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 
 
-def make_app(volume, *, lock_db: str | None = None, verbose: int = 1) -> WsgiDAVApp:
+def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
+             trusted_user_key: str | None = None) -> WsgiDAVApp:
+    """The WebDAV app over ``volume``. With ``trusted_user_key`` (the service gate), the
+    caller is already authenticated and its user name is in that environ key: WsgiDAV takes
+    it as the principal, which lock tokens are bound to. Without it, anonymous access."""
+    if trusted_user_key:
+        from ..service.gate import TrustedDC
+        auth = {"domain_controller": TrustedDC, "trusted_auth_header": trusted_user_key}
+    else:
+        auth = {"domain_controller": None}   # anonymous: simple_dc's "*"
     config = {
         "provider_mapping": {"/": RazorProvider(volume)},
         "lock_storage": SqliteLockStorage(lock_db or str(volume.data_dir / "locks.sqlite")),
         "property_manager": None,  # dead properties live in the tree, per inode
-        "http_authenticator": {"domain_controller": None, "accept_basic": True,
-                               "accept_digest": False, "default_to_digest": False},
-        "simple_dc": {"user_mapping": {"*": True}},  # anonymous; auth comes with the service layer
+        "http_authenticator": {**auth, "accept_basic": True, "accept_digest": False,
+                               "default_to_digest": False},
+        "simple_dc": {"user_mapping": {"*": True}},
         "dir_browser": {"enable": True, "response_trailer": "razordav"},
         "hotfixes": {"emulate_win32_lastmod": True},
         "honor_mtime_header": False,  # X-OC-Mtime is applied in the same commit as the PUT
@@ -79,10 +88,14 @@ class Server:
     """A cheroot server over the app, on ``host:port`` (port 0: any free port)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8080, threads: int = 32,
-                 queue: int = 128, timeout: float = 60):
+                 queue: int = 128, timeout: float = 60, tls: tuple[str, str] | None = None):
         self.httpd = wsgi.Server((host, port), app, numthreads=threads,
                                  request_queue_size=queue, timeout=int(timeout),
                                  shutdown_timeout=30, server_name="razordav")
+        if tls is not None:   # (certificate, key) PEM files; cheroot's ssl-module adapter
+            from cheroot.ssl.builtin import BuiltinSSLAdapter
+            self.httpd.ssl_adapter = BuiltinSSLAdapter(*tls)
+        self.scheme = "https" if tls else "http"
         self.httpd.max_request_header_size = MAX_HEADER_BYTES  # cheroot: 413 past it
         self.httpd.prepare()  # binds now, so a port in use fails here with OSError
         self.host, self.port = self.httpd.bind_addr[:2]

@@ -1,0 +1,267 @@
+"""The gate: who is asking, and which face and tenant gets the request.
+
+``Service`` owns the volumes: the main one (the registry of users and tenants lives in its
+tree, so it reaches the bucket with the rest of the metadata) and one per tenant, opened on
+first use, each with its own WebDAV app (own lock table, own provider), so nothing a request
+can name reaches another tenant's data. ``Gate`` is the WSGI app in front of everything when
+``--auth`` is not ``none``:
+
+    /healthz, /readyz        -> the REST API app, no authentication
+    everything else          -> authenticate (Basic, Bearer) or 401; then
+    /metrics                 -> metrics (admin, or the metrics token as a Bearer token)
+    /api/v1/...              -> the REST API app
+    anything else            -> the caller's tenant's WebDAV app, its root being "/"
+
+Basic credentials are checked through WsgiDAV's domain-controller interface
+(``RegistryDC.basic_auth_user``) for every face, so the REST API and WebDAV accept the same
+passwords and app tokens; WsgiDAV's own authenticator knows no Bearer tokens, so the gate
+does the HTTP side itself and hands the tenant's WsgiDAV app the user name through its
+``trusted_auth_header`` (an environ key no HTTP header can set). Lock tokens are bound to
+that user name by WsgiDAV.
+
+Failures slow the next attempts down (``Backoff``): after a few failures from one address,
+or for one user, attempts within a doubling window (capped at a minute) get 429 without a
+password check, so guessing is slow and the real user is locked out for a minute at most.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import threading
+import time
+
+from wsgidav.dc.base_dc import BaseDomainController
+
+from . import PRINCIPAL_KEY, Principal
+from .tenants import tenant_data_dir, tenant_store_url
+
+log = logging.getLogger(__name__)
+
+REALM = "razordav"
+USER_KEY = "razordav.user"      # the WsgiDAV trusted_auth_header: not settable over HTTP
+HEALTH_PATHS = ("/healthz", "/readyz")
+ANONYMOUS = Principal("anonymous", "", "admin", "none")
+
+
+class Service:
+    """The volumes and apps of one gateway. With ``registry`` None there is one anonymous
+    namespace, the main volume, and no tenants."""
+
+    def __init__(self, main_volume, registry=None, open_volume=None, make_dav_app=None):
+        self.main_volume = main_volume
+        self.registry = registry
+        self._open_volume = open_volume          # (data_dir, store_url, cache_size) -> Volume
+        self._make_dav_app = make_dav_app        # (volume, trusted_user_key) -> WSGI app
+        self._lock = threading.Lock()
+        self._volumes: dict[str, object] = {}
+        self._apps: dict[str, object] = {}
+
+    def principal(self, environ) -> Principal:
+        return environ.get(PRINCIPAL_KEY) or ANONYMOUS
+
+    def volume_for(self, principal: Principal):
+        if self.registry is None or not principal.tenant:
+            return self.main_volume
+        return self._tenant(principal.tenant)[0]
+
+    def dav_app(self, tenant: str):
+        return self._tenant(tenant)[1]
+
+    def volumes(self) -> dict:
+        with self._lock:
+            if self.registry is None:
+                return {"": self.main_volume}
+            return dict(self._volumes)
+
+    def _tenant(self, name: str):
+        with self._lock:
+            if name not in self._volumes:
+                tenant = self.registry.tenant(name)     # NotFound for a deleted tenant
+                vol = self._open_volume(tenant_data_dir(self.main_volume.data_dir, name),
+                                        tenant_store_url(self.main_volume.store.url, name),
+                                        self._cache_share())
+                if hasattr(vol, "set_quota"):
+                    vol.set_quota(tenant.quota_bytes, tenant.max_files)
+                self._volumes[name] = vol
+                self._apps[name] = self._make_dav_app(vol, USER_KEY)
+            return self._volumes[name], self._apps[name]
+
+    def _cache_share(self) -> int:
+        """Each tenant's cache: an equal share of the configured size (at least 64 MiB)."""
+        total = self.main_volume.cache.max_bytes
+        return max(64 << 20, total // max(1, len(self.registry.tenants())))
+
+    def close(self, close_app=None) -> None:
+        with self._lock:
+            for name, vol in self._volumes.items():
+                if close_app is not None:
+                    close_app(self._apps[name])
+                vol.close()
+            self._volumes.clear()
+            self._apps.clear()
+
+
+class TrustedDC(BaseDomainController):
+    """The domain controller of a tenant's WsgiDAV app: every request is authenticated, and
+    WsgiDAV takes the user name the gate put under its ``trusted_auth_header``. A request
+    that reached the app without one (impossible through the gate) fails Basic auth."""
+
+    def __init__(self, wsgidav_app=None, config=None):
+        super().__init__(wsgidav_app, config)
+
+    def get_domain_realm(self, path_info, environ):
+        return REALM
+
+    def require_authentication(self, realm, environ):
+        return True
+
+    def supports_http_digest_auth(self):
+        return False      # digest needs the password in clear or an MD5 of it: not stored
+
+    def basic_auth_user(self, realm, user_name, password, environ):
+        return False
+
+
+class RegistryDC(TrustedDC):
+    """WsgiDAV's domain-controller interface over the user registry; the gate calls
+    ``basic_auth_user`` for Basic credentials on every face (WebDAV, REST API, metrics)."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def basic_auth_user(self, realm, user_name, password, environ):
+        user = self.registry.verify_password(user_name, password)
+        if user is None:
+            return False
+        environ[PRINCIPAL_KEY] = Principal(user.name, user.tenant, user.role,
+                                           "token" if password.startswith("rzt_") else "basic")
+        return True
+
+
+class Backoff:
+    """Failure counts per key (an address, a user name); a key that failed more than
+    ``free`` times must wait a window doubling with each failure, up to ``cap`` seconds."""
+
+    def __init__(self, free: int = 5, base: float = 1.0, cap: float = 60.0):
+        self.free, self.base, self.cap = free, base, cap
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[int, float]] = {}   # key -> (failures, last failure)
+
+    def wait(self, key: str) -> float:
+        """Seconds ``key`` must still wait (0: go ahead)."""
+        with self._lock:
+            failures, last = self._state.get(key, (0, 0.0))
+        if failures <= self.free:
+            return 0.0
+        window = min(self.cap, self.base * 2 ** (failures - self.free - 1))
+        return max(0.0, last + window - time.monotonic())
+
+    def failed(self, key: str) -> None:
+        with self._lock:
+            failures, _ = self._state.get(key, (0, 0.0))
+            self._state[key] = (failures + 1, time.monotonic())
+            if len(self._state) > 100_000:     # forget the oldest half rather than grow
+                for k in sorted(self._state, key=lambda k: self._state[k][1])[:50_000]:
+                    del self._state[k]
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._state.pop(key, None)
+
+
+class Gate:
+    def __init__(self, service: Service, basic: bool = True, jwt=None, api_app=None,
+                 metrics_app=None, metrics_token: str | None = None):
+        self.service = service
+        self.dc = RegistryDC(service.registry) if basic else None
+        self.jwt = jwt
+        self.api_app = api_app
+        self.metrics_app = metrics_app
+        self.metrics_token = metrics_token
+        self.backoff = Backoff()
+        schemes = ([f'Basic realm="{REALM}", charset="UTF-8"'] if basic else []) + \
+            ([f'Bearer realm="{REALM}"'] if jwt is not None else [])
+        self._challenges = [("WWW-Authenticate", s) for s in schemes]
+
+    def __call__(self, environ, start_response):
+        environ.pop(PRINCIPAL_KEY, None)
+        environ.pop(USER_KEY, None)
+        path = environ.get("PATH_INFO", "")
+        if path in HEALTH_PATHS and self.api_app is not None:
+            return self.api_app(environ, start_response)
+        if path == "/metrics" and self.metrics_app is not None and self._metrics_token(environ):
+            return self.metrics_app(environ, start_response)
+        principal, wait = self._authenticate(environ)
+        if wait:
+            return _answer(start_response, "429 Too Many Requests",
+                           "too many failed logins; try again later",
+                           [("Retry-After", str(int(wait) + 1))])
+        if principal is None:
+            return _answer(start_response, "401 Unauthorized", "authentication required",
+                           self._challenges)
+        environ[PRINCIPAL_KEY] = principal
+        environ[USER_KEY] = principal.user
+        if path == "/metrics" and self.metrics_app is not None:
+            if principal.role != "admin":
+                return _answer(start_response, "403 Forbidden", "metrics are for admins")
+            return self.metrics_app(environ, start_response)
+        if (path == "/api/v1" or path.startswith("/api/v1/")) and self.api_app is not None:
+            return self.api_app(environ, start_response)
+        if not principal.may(environ.get("REQUEST_METHOD", "GET")):
+            return _answer(start_response, "403 Forbidden",
+                           f"user {principal.user} may only read")
+        if not principal.tenant:
+            return _answer(start_response, "403 Forbidden",
+                           f"user {principal.user} belongs to no tenant")
+        try:
+            app = self.service.dav_app(principal.tenant)
+        except Exception as exc:   # a tenant deleted meanwhile, or its store unreachable
+            log.warning("tenant %s cannot be opened: %s", principal.tenant, exc)
+            return _answer(start_response, "503 Service Unavailable",
+                           f"tenant {principal.tenant} is not available")
+        return app(environ, start_response)
+
+    def _metrics_token(self, environ) -> bool:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        return bool(self.metrics_token) and header.startswith("Bearer ") and \
+            hmac.compare_digest(header[7:].strip().encode(), self.metrics_token.encode())
+
+    def _authenticate(self, environ) -> tuple[Principal | None, float]:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, credentials = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic" and self.dc is not None:
+            try:
+                user, _, password = base64.b64decode(credentials.strip(), validate=True) \
+                    .decode("utf-8").partition(":")
+            except (ValueError, UnicodeError):
+                return None, 0.0
+            return self._checked(environ, user, lambda: self.dc.basic_auth_user(
+                REALM, user, password, environ) and environ[PRINCIPAL_KEY])
+        if scheme == "bearer" and self.jwt is not None:
+            return self._checked(environ, None,
+                                 lambda: self.jwt.authenticate(credentials.strip(), environ))
+        return None, 0.0
+
+    def _checked(self, environ, user: str | None, check) -> tuple[Principal | None, float]:
+        keys = ["addr:" + environ.get("REMOTE_ADDR", "")] + ([f"user:{user}"] if user else [])
+        wait = max(self.backoff.wait(k) for k in keys)
+        if wait:
+            return None, wait
+        principal = check() or None
+        for key in keys:
+            (self.backoff.succeeded if principal else self.backoff.failed)(key)
+        if principal is None:
+            log.info("failed login from %s%s", environ.get("REMOTE_ADDR", "?"),
+                     f" as {user!r}" if user else "")
+        return principal, 0.0
+
+
+def _answer(start_response, status: str, reason: str, headers=()):
+    body = (reason + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body))), *headers])
+    return [body]
+
