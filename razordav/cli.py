@@ -407,15 +407,42 @@ def cmd_restore(opts: config.Options, args) -> int:
         bar.refresh()
     try:
         seq = journal.restore(store, data_dir / "meta.db", progress)
+        tenants = _restore_tenants(opts, store, data_dir, progress)
     except (errors.FsError, StoreError) as exc:
         (data_dir / "meta.db").unlink(missing_ok=True)
         raise UserError(f"restore failed: {exc}") from None
     finally:
         bar.close()
+    if tenants:
+        print(f"razordav: restored tenants: {', '.join(tenants)}")
     print(f"razordav: restored metadata up to change {seq} into {data_dir}; blocks are fetched "
           f"from {store.url} on demand. Start it with: razordav serve --data-dir {data_dir} "
           f"--store {opts.store} (add --takeover if the old gateway's lease is still live)")
     return 0
+
+
+def _restore_tenants(opts: config.Options, store, data_dir, progress) -> list[str]:
+    """Each tenant named in the restored registry is a volume of its own: restore it too."""
+    from .core import journal
+    from .core.tree import Tree
+    from .service.registry import Registry
+    from .service.tenants import tenant_data_dir, tenant_store_url
+    from .store import NotFound, open_store
+    tree = Tree(data_dir / "meta.db")
+    try:
+        names = [t.name for t in Registry(tree).tenants()]
+    finally:
+        tree.close()
+    for name in names:
+        tenant_store = open_store(tenant_store_url(store.url, name), endpoint=opts.s3_endpoint)
+        try:
+            tenant_store.get("volume.json")
+        except NotFound:
+            continue        # a tenant that never stored anything has nothing to restore
+        target = tenant_data_dir(data_dir, name)
+        target.mkdir(parents=True, exist_ok=True)
+        journal.restore(tenant_store, target / "meta.db", progress)
+    return names
 
 
 def cmd_stats(opts: config.Options, args) -> int:
