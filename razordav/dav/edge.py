@@ -54,7 +54,7 @@ class Edge:
 
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "")
-        refused = _bad_path(environ) or _bad_length(environ)
+        refused = bad_path(environ) or bad_length(environ)
         if refused:
             return _reply(start_response, "400 Bad Request", refused)
         _check_range(environ)
@@ -70,7 +70,7 @@ class Edge:
         if method == "PROPFIND":
             _propname_to_name(environ)
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            start_response = _drain_on_error(start_response, environ["wsgi.input"])
+            start_response = drain_on_error(start_response, environ["wsgi.input"])
         return self.app(environ, start_response)
 
     def _bound_body(self, environ) -> bytes | None:
@@ -107,7 +107,7 @@ class Edge:
 MAX_DRAIN = 1 << 30
 
 
-def _drain_on_error(start_response, body):
+def drain_on_error(start_response, body):
     def wrapped(status, headers, exc_info=None):
         if int(status[:3]) >= 400:
             drained = 0
@@ -121,7 +121,7 @@ def _drain_on_error(start_response, body):
     return wrapped
 
 
-def _bad_path(environ) -> bytes | None:
+def bad_path(environ) -> bytes | None:
     raw = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
     for path in (unquote(raw.split("?", 1)[0]), environ.get("PATH_INFO", "")):
         if "\0" in path or "\\" in path:
@@ -131,7 +131,7 @@ def _bad_path(environ) -> bytes | None:
     return None
 
 
-def _bad_length(environ) -> bytes | None:
+def bad_length(environ) -> bytes | None:
     value = environ.get("CONTENT_LENGTH")
     if value and not value.strip().isdigit():
         return f"invalid Content-Length {value!r}".encode()
