@@ -57,6 +57,19 @@ CREATE TABLE IF NOT EXISTS props (
 CREATE TABLE IF NOT EXISTS xattrs (
     ino INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (ino, name)) WITHOUT ROWID;
+-- The service registry (service/registry.py) lives in the main volume's tree, so it is
+-- journaled and restored with it. Hashes are argon2id strings, never clear text.
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY, quota_bytes INTEGER, max_files INTEGER,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, tenant TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_tenant ON users (tenant);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, username TEXT NOT NULL, label TEXT NOT NULL, hash TEXT NOT NULL,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_username ON tokens (username);
 """
 
 # The replicated tables: name -> (columns in order, key columns, BLOB columns). Every row
@@ -71,6 +84,9 @@ TABLES = {
     "blocks": (("hash", "refs", "raw_size", "stored_size"), ("hash",), ("hash",)),
     "props": (("ino", "ns", "name", "value"), ("ino", "ns", "name"), ("value",)),
     "xattrs": (("ino", "name", "value"), ("ino", "name"), ("value",)),
+    "tenants": (("name", "quota_bytes", "max_files", "created"), ("name",), ()),
+    "users": (("name", "tenant", "role", "hash", "created"), ("name",), ()),
+    "tokens": (("id", "username", "label", "hash", "created"), ("id",), ()),
 }
 
 _JOURNAL_SCHEMA = """
