@@ -411,13 +411,23 @@ class BlockCache:
 
     # -- figures and shutdown --
 
+    def _oldest_dirty_time(self) -> float | None:
+        """When the oldest block still waiting for upload was written (caller holds
+        ``_lock``). The queue drains oldest first and a failed upload goes back to its head,
+        so only its head and the blocks being uploaded can be the oldest."""
+        waiting = list(self._uploading) + ([self._queue[0]] if self._queue else [])
+        times = [e.t for e in map(self._entries.get, waiting) if e is not None]
+        return min(times, default=None)
+
     def figures(self) -> dict:
         with self._lock:
             hits, misses = self.stats["hits"], self.stats["misses"]
+            oldest = self._oldest_dirty_time()
             return {
                 "cache_bytes": self.total_bytes, "cache_limit": self.max_bytes,
                 "dirty_bytes": self.dirty_bytes, "dirty_limit": self.dirty_limit,
                 "upload_queue": len(self._queue) + len(self._uploading),
+                "upload_oldest_age": None if oldest is None else max(0.0, time.time() - oldest),
                 "hit_rate": hits / (hits + misses) if hits + misses else None,
                 "last_store_error": self.last_error, **self.stats,
             }

@@ -9,8 +9,10 @@ Threading: every backend MUST be safe to call from many threads at once.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -116,6 +118,11 @@ class RetryingStore(ObjectStore):
 
     After ``attempts`` tries, or ``deadline`` seconds, the last error is raised as
     ``Unavailable``, so callers never hang on a dead store.
+
+    It also counts, per operation (put, get, head, delete, list, copy), the calls it sends to
+    the wrapped store, retries included, and those that failed (``request_counts``). A
+    ``NotFound`` or ``PreconditionFailed`` is an answer, not a failure. A batch delete or a
+    whole listing counts once, whatever number of HTTP requests the backend needs for it.
     """
 
     def __init__(self, inner: ObjectStore, attempts: int = 5, base_delay: float = 0.1,
@@ -126,13 +133,30 @@ class RetryingStore(ObjectStore):
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.deadline = deadline
+        self._counts_lock = threading.Lock()  # guards _requests and _errors
+        self._requests: collections.Counter[str] = collections.Counter()
+        self._errors: collections.Counter[str] = collections.Counter()
+
+    def request_counts(self) -> dict[str, tuple[int, int]]:
+        """``operation -> (calls sent to the wrapped store, calls that failed)``."""
+        with self._counts_lock:
+            return {op: (n, self._errors[op]) for op, n in self._requests.items()}
+
+    def _count(self, what: str, exc: BaseException | None) -> None:
+        failed = exc is not None and not isinstance(exc, (NotFound, PreconditionFailed))
+        with self._counts_lock:
+            self._requests[what] += 1
+            self._errors[what] += failed
 
     def _call(self, what: str, fn):
         start = time.monotonic()
         for attempt in range(1, self.attempts + 1):
             try:
-                return fn()
+                result = fn()
+                self._count(what, None)
+                return result
             except Exception as exc:
+                self._count(what, exc)
                 if not self.inner.is_transient(exc):
                     raise
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
