@@ -131,6 +131,17 @@ def test_requests_counted_by_method_status_and_bytes(served):
                  method="PUT") > 0
 
 
+def test_chunked_upload_counted_as_it_streams(served):
+    def body():
+        for _ in range(10):
+            yield b"y" * 10_000
+    assert served.http.put(f"{served.url}/c.bin", data=body()).status_code == 201
+    assert served.http.get(f"{served.url}/c.bin").content == b"y" * 100_000
+    m = served.scrape(requests_done=2)
+    assert value(m, "razordav_http_request_bytes_total", tenant="acme", method="PUT") \
+        == 100_000
+
+
 def test_made_up_methods_do_not_mint_label_values(served):
     served.http.request("BREW", f"{served.url}/pot")
     m = served.scrape(requests_done=1)
