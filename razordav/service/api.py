@@ -1,0 +1,366 @@
+"""The REST face: JSON under ``/api/v1/`` over the same core calls as the WebDAV face, plus
+``/healthz`` and ``/readyz``. ``make_api(service)`` assembles it; this module owns the file
+routes, ``api_admin.py`` tenants, users and tokens, ``api_ops.py`` stats, jobs and health.
+
+Owns only the translation between HTTP and ``Volume`` calls: paths are checked once here
+with the WebDAV edge's rules (``dav.edge.bad_path``, then ``core.tree.split_path``), core
+errors become problem documents in one table (``api_common.fs_error``), and the OpenAPI 3.1
+document at ``/api/v1/openapi.json`` is written by spectree from the route declarations.
+
+File routes:
+    GET    /api/v1/files/{path}     a directory's entries (pages: ?limit=, ?cursor=) or a
+                                    file's stat
+    DELETE /api/v1/files/{path}     a file, an empty directory, or with ?recursive=true a tree
+    GET    /api/v1/content/{path}   the bytes, streamed, with one Range if asked
+    PUT    /api/v1/content/{path}   new bytes, streamed in constant memory; published whole
+                                    or not at all (201 created, 204 replaced)
+    POST   /api/v1/dirs/{path}      mkdir
+    POST   /api/v1/move, /copy      {"from", "to", "overwrite"}
+
+Limits: a directory copy is a walk of single copies, not one transaction (as WebDAV COPY);
+a download serves one byte range, not multipart ranges.
+
+Threading: cheroot calls from its worker threads; resources hold no per-request state.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import stat as st
+from email.utils import formatdate
+
+import falcon
+from pydantic import BaseModel, ConfigDict, Field
+from spectree import Response
+
+from ..core import errors
+from ..core.tree import Attr, split_path
+from ..dav.edge import bad_length, bad_path, drain_on_error
+from .api_common import (API, RoleCheck, fs_error, principal_of, problems, serialize_error,
+                         spec)
+
+CHUNK = 1 << 20
+MAX_LIMIT = 10_000
+
+
+class Entry(BaseModel):
+    name: str
+    type: str = Field(description="file, dir, symlink or other")
+    size: int
+    mtime: float = Field(description="seconds since the epoch")
+    etag: str | None = None
+
+
+class FileInfo(Entry):
+    """A file's stat, or a directory's with a page of its entries."""
+    path: str
+    entries: list[Entry] | None = None
+    next_cursor: str | None = Field(
+        None, description="pass as ?cursor= for the next page; null on the last page")
+
+
+class ListQuery(BaseModel):
+    cursor: str | None = Field(None, description="the next_cursor of the previous page")
+    limit: int = Field(1000, ge=1, le=MAX_LIMIT)
+
+
+class DeleteQuery(BaseModel):
+    recursive: bool = False
+
+
+class Transfer(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    source: str = Field(alias="from", description="path of the file or directory")
+    target: str = Field(alias="to", description="its new path")
+    overwrite: bool = False
+
+
+def _kind(attr: Attr) -> str:
+    if attr.is_dir:
+        return "dir"
+    if attr.is_file:
+        return "file"
+    return "symlink" if st.S_ISLNK(attr.mode) else "other"
+
+
+def _entry(name: str, attr: Attr) -> dict:
+    return {"name": name, "type": _kind(attr), "size": attr.size, "mtime": attr.mtime / 1e9,
+            "etag": attr.etag or None}
+
+
+def _info(path: str, attr: Attr) -> dict:
+    return {**_entry(path.rsplit("/", 1)[-1], attr), "path": path}
+
+
+def vol_path(req, path: str) -> str:
+    """The checked, normalised volume path of a path parameter: the WebDAV edge's rules
+    ('.', '..', NUL, backslash, also percent-encoded: 400), then the core's name rules."""
+    refused = bad_path(req.env)
+    if refused:
+        raise falcon.HTTPBadRequest(description=refused.decode(), code="InvalidName")
+    return "/" + "/".join(split_path(path))
+
+
+def body_path(path: str) -> str:
+    """A path from a JSON body: the same rules as a path in the URL."""
+    if "\0" in path or "\\" in path or any(s in (".", "..") for s in path.split("/")):
+        raise falcon.HTTPBadRequest(description=f"invalid path {path!r}", code="InvalidName")
+    return "/" + "/".join(split_path(path))
+
+
+class _Volumes:
+    def __init__(self, service):
+        self.service = service
+
+    def vol(self, req):
+        return self.service.volume_for(principal_of(req))
+
+
+class Files(_Volumes):
+    @spec.validate(query=ListQuery, resp=Response(HTTP_200=FileInfo, **problems(400, 403, 404)),
+                   tags=["files"])
+    def on_get(self, req, resp, path=""):
+        """A directory's entries in name order, a page at a time, or a file's stat."""
+        p, vol, q = vol_path(req, path), self.vol(req), req.context.query
+        attr = vol.stat(p)
+        info = _info(p, attr)
+        if attr.is_dir:
+            rows = vol.tree.readdir(attr.ino, after=q.cursor, limit=q.limit + 1)
+            more = len(rows) > q.limit
+            rows = rows[:q.limit]
+            info["entries"] = [_entry(name, a) for name, a in rows]
+            info["next_cursor"] = vol.tree.entry_key(rows[-1][0]) if more else None
+        resp.media = info
+
+    @spec.validate(query=DeleteQuery, resp=Response("HTTP_204", **problems(400, 403, 404, 409)),
+                   tags=["files"])
+    def on_delete(self, req, resp, path=""):
+        """Delete a file or an empty directory; a tree only with ?recursive=true."""
+        p, vol = vol_path(req, path), self.vol(req)
+        attr = vol.stat(p)
+        if not attr.is_dir:
+            vol.unlink(p)
+        elif req.context.query.recursive:
+            vol.remove_tree(p)
+        else:
+            vol.rmdir(p)
+        resp.status = 204
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) of a single byte range; None for the whole file. A header that is not
+    one well-formed range is ignored (RFC 9110 14.2), as the WebDAV edge does; a range
+    that starts past the end is a 416."""
+    m = _RANGE.match((header or "").replace(" ", ""))
+    if not m or m.groups() == ("", ""):
+        return None
+    first, last = m.groups()
+    if first and last and int(last) < int(first):
+        return None
+    if not first:                       # the last N bytes
+        if int(last) == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - int(last)), size - 1
+    if int(first) >= size:
+        raise _unsatisfiable(size)
+    return int(first), min(int(last), size - 1) if last else size - 1
+
+
+def _unsatisfiable(size: int) -> falcon.HTTPError:
+    return falcon.HTTPRangeNotSatisfiable(size)
+
+
+class _Slice:
+    """The body of a download: ``length`` bytes from ``start`` of one version of the file,
+    read a chunk at a time; the reader (and its pinned blocks) goes with ``close``."""
+
+    def __init__(self, reader, start: int, length: int):
+        self.reader, self.pos, self.end = reader, start, start + length
+
+    def __iter__(self):
+        while self.pos < self.end:
+            chunk = self.reader.pread(self.pos, min(CHUNK, self.end - self.pos))
+            if not chunk:
+                return
+            self.pos += len(chunk)
+            yield chunk
+
+    def close(self):
+        self.reader.close()
+
+
+class Content(_Volumes):
+    @spec.validate(resp=Response("HTTP_200", "HTTP_206", **problems(400, 403, 404, 416)),
+                   tags=["files"])
+    def on_get(self, req, resp, path=""):
+        """The file's bytes; one byte range with Range (206)."""
+        p, vol = vol_path(req, path), self.vol(req)
+        reader = vol.open_read(p)
+        try:
+            attr = reader.attr
+            rng = byte_range(req.get_header("Range"), attr.size)
+            first, last = rng or (0, attr.size - 1)
+            # Fetch the first block now: a store outage is then a clean 503, not a cut 200.
+            reader.pread(first, 1)
+        except BaseException:
+            reader.close()
+            raise
+        if rng:
+            resp.status = 206
+            resp.set_header("Content-Range", f"bytes {first}-{last}/{attr.size}")
+        resp.content_type = mimetypes.guess_type(p)[0] or "application/octet-stream"
+        resp.set_header("Accept-Ranges", "bytes")
+        resp.set_header("Last-Modified", formatdate(attr.mtime / 1e9, usegmt=True))
+        if attr.etag:
+            resp.set_header("ETag", f'"{attr.etag}"')
+        resp.content_length = last - first + 1
+        resp.stream = _Slice(reader, first, last - first + 1)
+
+    @spec.validate(resp=Response("HTTP_204", HTTP_201=FileInfo,
+                                 **problems(400, 403, 404, 405, 409, 507)), tags=["files"])
+    def on_put(self, req, resp, path=""):
+        """Replace the file's bytes with the body, streamed; the old content stays until the
+        whole body has arrived (Content-Length checked), and on any error."""
+        p, vol = vol_path(req, path), self.vol(req)
+        if bad_length(req.env):
+            raise falcon.HTTPBadRequest(description=bad_length(req.env).decode())
+        chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+        expected = None if chunked else int(req.env.get("CONTENT_LENGTH") or 0)
+        existed = _exists(vol, p)
+        writer = vol.open_write(p)
+        try:
+            _pump(req.stream, writer, expected)
+            if expected is not None and writer.size != expected:
+                raise falcon.HTTPBadRequest(
+                    description=f"body ended after {writer.size} of {expected} bytes")
+            attr = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        if existed:
+            resp.status = 204
+        else:
+            resp.status = 201
+            resp.location = f"{API}/files{p}"
+            resp.media = _info(p, attr)
+
+
+def _pump(src, writer, expected: int | None) -> None:
+    """Copy a request body into a writer a chunk at a time (at most ``expected`` bytes)."""
+    left = expected
+    while left is None or left > 0:
+        data = src.read(CHUNK if left is None else min(CHUNK, left))
+        if not data:
+            return
+        writer.write(data)
+        if left is not None:
+            left -= len(data)
+
+
+class Dirs(_Volumes):
+    @spec.validate(resp=Response(HTTP_201=FileInfo, **problems(400, 403, 404, 405, 409)),
+                   tags=["files"])
+    def on_post(self, req, resp, path=""):
+        """Make a directory (its parent must exist)."""
+        p, vol = vol_path(req, path), self.vol(req)
+        attr = vol.mkdir(p)
+        resp.status = 201
+        resp.location = f"{API}/files{p}"
+        resp.media = _info(p, attr)
+
+
+class Move(_Volumes):
+    @spec.validate(json=Transfer, resp=Response(HTTP_200=FileInfo, HTTP_201=FileInfo,
+                                                **problems(400, 403, 404, 405, 409)),
+                   tags=["files"])
+    def on_post(self, req, resp):
+        """Rename a file or directory; an existing target only with overwrite (200)."""
+        vol = self.vol(req)
+        src, dst, replace, existed = _transfer(req, vol)
+        vol.rename(src, dst, replace=replace)
+        resp.status = 200 if existed else 201
+        resp.media = _info(dst, vol.stat(dst))
+
+
+class Copy(_Volumes):
+    @spec.validate(json=Transfer, resp=Response(HTTP_200=FileInfo, HTTP_201=FileInfo,
+                                                **problems(400, 403, 404, 405, 409)),
+                   tags=["files"])
+    def on_post(self, req, resp):
+        """Copy a file (sharing its blocks) or a directory tree; an existing target only
+        with overwrite (200)."""
+        vol = self.vol(req)
+        src, dst, replace, existed = _transfer(req, vol)
+        _copy_tree(vol, src, dst, replace)
+        resp.status = 200 if existed else 201
+        resp.media = _info(dst, vol.stat(dst))
+
+
+def _transfer(req, vol) -> tuple[str, str, bool, bool]:
+    body: Transfer = req.context.json
+    src, dst = body_path(body.source), body_path(body.target)
+    if src == "/" or dst == "/":
+        raise errors.InvalidArgument("the root cannot be moved, copied or replaced")
+    return src, dst, body.overwrite, _exists(vol, dst)
+
+
+def _exists(vol, path: str) -> bool:
+    try:
+        vol.stat(path)
+        return True
+    except errors.NotFound:
+        return False
+
+
+def _copy_tree(vol, src: str, dst: str, replace: bool) -> None:
+    attr = vol.stat(src)
+    if not attr.is_dir:
+        vol.copy(src, dst, replace=replace)
+        return
+    if dst.startswith(src + "/"):
+        raise errors.InvalidArgument(f"cannot copy {src} into itself")
+    try:
+        vol.mkdir(dst)
+    except errors.Exists:
+        if not replace or not vol.stat(dst).is_dir:
+            raise
+    for name, _ in vol.listdir(src):
+        _copy_tree(vol, f"{src}/{name}", f"{dst}/{name}", replace)
+
+
+class Api:
+    """The WSGI app: the Falcon app, behind one guard the WebDAV edge has too (a chunked
+    body left unread by an early error is read to its end, or cheroot would parse the rest
+    as the next request)."""
+
+    def __init__(self, app: falcon.App):
+        self.falcon = app
+
+    def __call__(self, environ, start_response):
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            start_response = drain_on_error(start_response, environ["wsgi.input"])
+        return self.falcon(environ, start_response)
+
+
+def make_api(service) -> Api:
+    """The REST API over ``service`` (see gate.Service): a WSGI app for ``/api/v1/...``,
+    ``/healthz`` and ``/readyz``, with the caller's principal in the environ."""
+    from . import api_admin, api_ops
+
+    app = falcon.App(middleware=[RoleCheck(service)])
+    app.set_error_serializer(serialize_error)
+    app.add_error_handler(errors.FsError, fs_error)
+    files, content, dirs = Files(service), Content(service), Dirs(service)
+    for prefix, resource in (("files", files), ("content", content), ("dirs", dirs)):
+        app.add_route(f"{API}/{prefix}/{{path:path}}", resource)
+    app.add_route(f"{API}/files", files)    # the root directory
+    app.add_route(f"{API}/move", Move(service))
+    app.add_route(f"{API}/copy", Copy(service))
+    api_admin.add_routes(app, service)
+    api_ops.add_routes(app, service)
+    spec.register(app)                      # last: the document covers the routes above
+    return Api(app)

@@ -1,0 +1,135 @@
+"""What the REST API's route modules share: the one ``SpecTree`` their routes are declared
+with (it writes the OpenAPI document from those declarations), the problem model and the
+one table that turns errors into RFC 9457 ``application/problem+json`` answers, the role
+check every route passes, and the audit hook.
+
+Threading: ``make_api`` runs once at start-up; everything here is read-only afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+import falcon
+from pydantic import BaseModel
+from spectree import SecurityScheme, SpecTree
+from spectree.models import SecuritySchemeData
+
+from .. import __version__
+from ..core import errors
+from . import Principal
+
+log = logging.getLogger("razordav.api")
+
+PROBLEM = "application/problem+json"
+API = "/api/v1"
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457). ``code`` names the error class, for clients to switch on."""
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    code: str = ""
+
+
+def _validation_problem(req, resp, req_validation_error, instance, adapter) -> None:
+    """spectree's hook: a request that does not match its model is a 400 problem."""
+    if req_validation_error is None:
+        return
+    detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                       for e in req_validation_error.errors())
+    _write_problem(resp, 400, detail or "invalid request", "ValidationError")
+
+
+spec = SpecTree(
+    "falcon", mode="strict", path="api/v1", filename="openapi.json", page_templates={},
+    openapi_version="3.1.0",
+    title="razordav", version=__version__, validation_error_status=400,
+    before=_validation_problem, annotations=False,
+    description="The REST face of razordav: files, tenants, users, tokens, stats and jobs.",
+    security_schemes=[
+        SecurityScheme(name="basic", data=SecuritySchemeData(type="http", scheme="basic")),
+        SecurityScheme(name="bearer", data=SecuritySchemeData(type="http", scheme="bearer",
+                                                              bearer_format="JWT")),
+    ],
+    security=[{"basic": []}, {"bearer": []}],
+)
+
+
+def problems(*codes: int) -> dict:
+    """The response declarations of the errors a route can answer, for spectree."""
+    return {f"HTTP_{c}": Problem for c in codes}
+
+
+def _write_problem(resp, status: int, detail: str, code: str = "") -> None:
+    body = {"type": "about:blank", "title": _phrase(status), "status": status,
+            "detail": detail, "code": code}
+    resp.status = status
+    resp.content_type = PROBLEM
+    resp.data = json.dumps(body).encode()
+    resp.media = None
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def serialize_error(req, resp, exc: falcon.HTTPError) -> None:
+    """Falcon's error serializer: every HTTPError leaves as a problem document."""
+    detail = exc.description or ""
+    code = getattr(exc, "code", None) or type(exc).__name__
+    _write_problem(resp, exc.status_code, detail, code)
+    for name, value in (exc.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def fs_error(req, resp, exc: errors.FsError, params) -> None:
+    """The one table from core errors to HTTP: the status each class carries."""
+    if exc.http_status >= 500 and not isinstance(exc, (errors.NoSpace, errors.Unavailable)):
+        log.error("%s %s: %s: %s", req.method, req.path, type(exc).__name__, exc)
+    raise falcon.HTTPError(exc.http_status, description=str(exc), code=type(exc).__name__)
+
+
+def principal_of(req) -> Principal:
+    return req.context.principal
+
+
+class RoleCheck:
+    """Falcon middleware: every route but the public ones (``public = True`` on the
+    resource) needs a principal; a reader may only read, and a resource marked
+    ``admin_only`` answers admins alone. The gate checks roles too; this does not rely on it."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        if resource is None or getattr(resource, "public", False):
+            return
+        principal = self.service.principal(req.env)
+        if principal is None:
+            raise falcon.HTTPUnauthorized(description="authentication required")
+        req.context.principal = principal
+        if getattr(resource, "admin_only", False) and principal.role != "admin":
+            raise falcon.HTTPForbidden(description="this route is for admins only")
+        if not principal.may(req.method):
+            raise falcon.HTTPForbidden(
+                description=f"role {principal.role} may not {req.method} here")
+
+
+def audit(principal: Principal, action: str, target: str, **details) -> None:
+    """Record an admin action through the metrics module's audit log when it is there."""
+    try:
+        from .metrics import audit as metrics_audit
+    except ImportError:
+        logging.getLogger("razordav.audit").info(
+            "%s", json.dumps({"user": principal.user, "tenant": principal.tenant,
+                              "action": action, "target": target, **details}, default=str))
+        return
+    metrics_audit(principal, action, target, **details)

@@ -1,0 +1,262 @@
+"""The REST API's operator routes: figures, background jobs, liveness and readiness.
+
+    GET  /api/v1/stats       ``Volume.figures()`` of the caller's tenant; an admin gets every
+                             open volume's
+    POST /api/v1/jobs        start fsck or GC on the caller's tenant's volume, in a thread
+    GET  /api/v1/jobs        the jobs the caller may see; GET /api/v1/jobs/{id}: one
+    GET  /healthz            200 while the process answers (no authentication)
+    GET  /readyz             200 when every open volume's store answers and its metadata
+                             takes a write transaction, else 503 (no authentication)
+
+Jobs live in memory: a restart forgets them (the work itself is safe to repeat). fsck here
+only checks: repairing deletes objects the metadata does not know, which on a live volume
+include blocks of uploads in flight, so repairs stay with ``razordav fsck --repair`` on a
+stopped gateway. One job of a kind runs per tenant at a time (409 otherwise).
+
+Threading: ``Jobs._lock`` guards ``Jobs._jobs`` and each job's fields; it is a leaf lock,
+never held around volume calls. Each job runs in its own daemon thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, Literal
+
+import falcon
+from pydantic import BaseModel, Field
+from spectree import Response
+
+from ..core import errors
+from ..core.fsck import fsck
+from .api_common import API, principal_of, problems, spec
+
+log = logging.getLogger("razordav.api")
+
+KEEP_JOBS = 100
+READY_KEY = "volume.json"     # a small object every volume has: a cheap HEAD
+
+
+class Stats(BaseModel):
+    volumes: dict[str, dict[str, Any]] = Field(
+        description="tenant ('' for the one namespace without tenants) -> its figures")
+
+
+class JobIn(BaseModel):
+    kind: Literal["fsck", "gc"]
+    full: bool = Field(False, description="fsck: download and verify every block")
+
+
+class Job(BaseModel):
+    id: str
+    kind: str
+    tenant: str
+    user: str
+    state: Literal["running", "done", "failed"]
+    progress: float = Field(description="0 to 1")
+    stage: str = ""
+    started: float
+    finished: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class _Progress:
+    """The tqdm-like bar fsck reports to; it moves the job's progress."""
+
+    def __init__(self, jobs: "Jobs", job_id: str, total: int, desc: str):
+        self.jobs, self.job_id, self.total, self.done = jobs, job_id, max(total, 1), 0
+        jobs.update(job_id, stage=desc)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        self.jobs.update(self.job_id, progress=min(1.0, self.done / self.total))
+
+    def close(self) -> None:
+        pass
+
+
+class Jobs:
+    """Background fsck and GC runs, the last ``KEEP_JOBS`` of them kept for GET."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: OrderedDict[str, dict] = OrderedDict()
+
+    def start(self, kind: str, tenant: str, user: str, vol, full: bool = False) -> dict:
+        with self._lock:
+            if any(j["kind"] == kind and j["tenant"] == tenant and j["state"] == "running"
+                   for j in self._jobs.values()):
+                raise errors.Conflict(f"a {kind} job runs on this volume already")
+            job = {"id": uuid.uuid4().hex, "kind": kind, "tenant": tenant, "user": user,
+                   "state": "running", "progress": 0.0, "stage": "", "started": time.time(),
+                   "finished": None, "result": None, "error": None}
+            self._jobs[job["id"]] = job
+            self._trim()
+            snapshot = dict(job)
+        threading.Thread(target=self._run, args=(job["id"], kind, vol, full), daemon=True,
+                         name=f"rzd-job-{kind}").start()
+        return snapshot
+
+    def _trim(self) -> None:
+        done = [k for k, j in self._jobs.items() if j["state"] != "running"]
+        for key in done[:max(0, len(self._jobs) - KEEP_JOBS)]:
+            del self._jobs[key]
+
+    def _run(self, job_id: str, kind: str, vol, full: bool) -> None:
+        try:
+            if kind == "gc":
+                self.update(job_id, stage="collecting")
+                result = {"blocks_deleted": vol.collect_garbage()}
+            else:
+                report = fsck(vol, full=full, repair=False,
+                              progress=lambda total, desc: _Progress(self, job_id, total, desc))
+                result = {"clean": report.clean, "problems": report.problems,
+                          "checked_blocks": report.checked_blocks}
+        except Exception as exc:  # reported in the job; a bug keeps its traceback in the log
+            if not isinstance(exc, errors.FsError):
+                log.exception("%s job %s failed", kind, job_id)
+            self.update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}",
+                        finished=time.time())
+            return
+        self.update(job_id, state="done", progress=1.0, result=result, finished=time.time())
+
+    def update(self, job_id: str, **fields) -> None:
+        with self._lock:
+            if job_id in self._jobs:
+                self._jobs[job_id].update(fields)
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return dict(job) if job else None
+
+    def all(self) -> list[dict]:
+        with self._lock:
+            return [dict(j) for j in self._jobs.values()]
+
+
+def _visible(principal, job: dict) -> bool:
+    return principal.role == "admin" or job["tenant"] == principal.tenant
+
+
+class StatsRoute:
+    def __init__(self, service):
+        self.service = service
+
+    @spec.validate(resp=Response(HTTP_200=Stats, **problems(403)), tags=["operations"])
+    def on_get(self, req, resp):
+        """Cache, upload queue, blocks, compression and journal figures per volume."""
+        principal = principal_of(req)
+        if principal.role == "admin":
+            volumes = self.service.volumes()
+        else:
+            volumes = {principal.tenant: self.service.volume_for(principal)}
+        resp.media = {"volumes": {name: _plain(vol.figures()) for name, vol in volumes.items()}}
+
+
+def _plain(value):
+    """Figures as JSON values (some are bytes or other objects; those become strings)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+class JobsRoute:
+    def __init__(self, service, jobs: Jobs):
+        self.service, self.jobs = service, jobs
+
+    @spec.validate(json=JobIn, resp=Response(HTTP_202=Job, **problems(400, 403, 409)),
+                   tags=["operations"])
+    def on_post(self, req, resp):
+        """Start fsck (a check, no repair) or GC on the caller's tenant's volume."""
+        principal, body = principal_of(req), req.context.json
+        vol = self.service.volume_for(principal)
+        job = self.jobs.start(body.kind, principal.tenant, principal.user, vol, body.full)
+        resp.status = 202
+        resp.location = f"{API}/jobs/{job['id']}"
+        resp.media = job
+
+    @spec.validate(resp=Response(HTTP_200=JobList, **problems(403)), tags=["operations"])
+    def on_get(self, req, resp):
+        """The jobs of the caller's tenant (an admin's: all)."""
+        principal = principal_of(req)
+        resp.media = {"jobs": [j for j in self.jobs.all() if _visible(principal, j)]}
+
+
+class JobItem:
+    def __init__(self, jobs: Jobs):
+        self.jobs = jobs
+
+    @spec.validate(resp=Response(HTTP_200=Job, **problems(403, 404)), tags=["operations"])
+    def on_get(self, req, resp, job_id):
+        """A job's state, progress and, once done, its result."""
+        job = self.jobs.get(job_id)
+        if job is None or not _visible(principal_of(req), job):
+            raise falcon.HTTPNotFound(description=f"no job {job_id!r}")
+        resp.media = job
+
+
+class Healthz:
+    public = True
+
+    @spec.validate(resp=Response(HTTP_200=Health), tags=["operations"])
+    def on_get(self, req, resp):
+        """Liveness: the process answers."""
+        resp.media = {"status": "ok"}
+
+
+class Readyz:
+    public = True
+
+    def __init__(self, service):
+        self.service = service
+
+    @spec.validate(resp=Response(HTTP_200=Health, **problems(503)), tags=["operations"])
+    def on_get(self, req, resp):
+        """Readiness: every open volume's store answers and its metadata is writable."""
+        found = []
+        for name, vol in self.service.volumes().items():
+            found += [f"{name or 'main'}: {p}" for p in _volume_problems(vol)]
+        if found:
+            log.warning("not ready: %s", "; ".join(found))
+            raise falcon.HTTPServiceUnavailable(description="; ".join(found))
+        resp.media = {"status": "ok"}
+
+
+def _volume_problems(vol) -> list[str]:
+    found = []
+    try:
+        vol.store.head(READY_KEY)
+    except Exception as exc:  # any failure means not ready; the reason goes in the answer
+        found.append(f"store: {type(exc).__name__}: {exc}")
+    try:
+        with vol.tree.write():
+            pass              # BEGIN IMMEDIATE takes the write lock; nothing is changed
+    except Exception as exc:
+        found.append(f"metadata: {type(exc).__name__}: {exc}")
+    return found
+
+
+def add_routes(app, service) -> None:
+    jobs = Jobs()
+    app.add_route(f"{API}/stats", StatsRoute(service))
+    app.add_route(f"{API}/jobs", JobsRoute(service, jobs))
+    app.add_route(f"{API}/jobs/{{job_id}}", JobItem(jobs))
+    app.add_route("/healthz", Healthz())
+    app.add_route("/readyz", Readyz(service))
