@@ -1,0 +1,400 @@
+"""The operator's commands for the registry: ``razordav tenant|user|token ...``.
+
+Owns: argument parsing for these three commands, reading passwords from standard input,
+and deleting a tenant's data (its data dir and every object under its store prefix).
+The rows and the rules about names, roles and secrets are registry.py's.
+
+Which database: the MAIN volume's ``<data_dir>/meta.db``. Operators run these commands
+while ``razordav serve`` runs, so the tree is opened directly (SQLite WAL lets two processes
+share it; the running gateway's journal shipper ships the new rows and its registry sees
+them at the next request) rather than through ``Volume.open``, which would take the
+volume's lease. When the data dir holds no volume yet, one is created first (and closed),
+so the volume descriptor in the store and the data dir agree from the start. Rows written
+while no gateway runs are shipped when one next starts.
+
+Errors the operator can fix end as one line, ``razordav: error: ...``, and exit status 1;
+bugs keep their traceback. Wiring into cli.py: ``add_subcommands(sub, _common)`` in
+``build_parser``, ``COMMANDS`` in the command table, and ``FLAGS`` added to the names that
+are not config options. Until then ``python -m razordav.service.admin_cli`` runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .. import config
+from ..core import errors
+from ..core.tree import Tree
+from ..store import StoreError, open_store
+from .registry import Registry, check_role, check_user_name
+from .tenants import check_tenant_name, tenant_data_dir, tenant_store_url
+
+DELETE_BATCH = 1000
+
+# argparse destinations of these commands: none of them is a config option.
+FLAGS = frozenset({"admin_action", "name", "tenant", "role", "password_stdin", "quota",
+                   "max_files", "yes", "label", "token_id"})
+
+
+class AdminError(Exception):
+    """An error the operator can fix; printed as one line."""
+
+
+# -- the parser --
+
+def add_subcommands(subparsers, common) -> None:
+    """Add ``tenant``, ``user`` and ``token`` to ``subparsers``; ``common(p)`` adds
+    --data-dir, --store and the other shared options to each leaf parser."""
+    def leaf(group, name, help):
+        p = group.add_parser(name, help=help)
+        common(p)
+        return p
+
+    tenant = subparsers.add_parser("tenant", help="add, list or delete tenants")
+    ts = tenant.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    p = leaf(ts, "add", "register a tenant (its volume is made when first used)")
+    p.add_argument("name")
+    p.add_argument("--quota", metavar="BYTES", help="storage quota, e.g. 10G (default: none)")
+    p.add_argument("--max-files", type=int, metavar="N", help="file limit (default: none)")
+    leaf(ts, "list", "list tenants")
+    p = leaf(ts, "del", "delete a tenant: its users, tokens, data dir and stored objects")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="really delete everything of it")
+
+    user = subparsers.add_parser("user", help="add, change, list or delete users")
+    us = user.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    p = leaf(us, "add", "register a user of a tenant")
+    p.add_argument("name")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--role", required=True, metavar="reader|writer|admin")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from standard input (one line)")
+    p = leaf(us, "passwd", "set a user's password")
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from standard input (one line)")
+    p = leaf(us, "del", "delete a user and its tokens")
+    p.add_argument("name")
+    p = leaf(us, "list", "list users")
+    p.add_argument("--tenant", help="only this tenant's users")
+
+    token = subparsers.add_parser("token", help="create, list or revoke app tokens")
+    ks = token.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    p = leaf(ks, "create", "make an app token for a user (printed once)")
+    p.add_argument("name", metavar="USER")
+    p.add_argument("--label", default="", help="what the token is for, e.g. 'laptop rclone'")
+    p = leaf(ks, "revoke", "revoke an app token")
+    p.add_argument("token_id", metavar="ID")
+    p = leaf(ks, "list", "list a user's tokens (never their secrets)")
+    p.add_argument("name", metavar="USER")
+
+
+# -- plumbing --
+
+def _one_line_errors(fn):
+    """Turn expected errors into ``razordav: error: ...`` and exit status 1."""
+    @functools.wraps(fn)
+    def run(opts: config.Options, args) -> int:
+        try:
+            return fn(opts, args)
+        except StoreError as exc:
+            message = f"object store: {exc}"
+        except (AdminError, errors.FsError, config.ConfigError) as exc:
+            message = str(exc)
+        print(f"razordav: error: {message}", file=sys.stderr)
+        return 1
+    return run
+
+
+def _store_url(opts: config.Options) -> str:
+    """The main volume's store URL; as in Volume.open, a store inside the data dir by default."""
+    return opts.store or (Path(opts.data_dir).resolve() / "store").as_uri()
+
+
+@contextmanager
+def _registry(opts: config.Options):
+    db = Path(opts.data_dir) / "meta.db"
+    if not db.exists():
+        from ..core.volume import Volume
+        Volume.open(opts.data_dir, opts.store, endpoint=opts.s3_endpoint,
+                    block_size=opts.block_size, cache_size=opts.cache_size,
+                    journal_interval=0, lease_ttl=opts.lease_ttl).close()
+    tree = Tree(db)
+    try:
+        yield Registry(tree)
+    finally:
+        tree.close()
+
+
+def _read_password(args) -> str:
+    if not args.password_stdin:
+        raise AdminError("give the password on standard input with --password-stdin "
+                         "(never on the command line, where other users can see it)")
+    if sys.stdin is None:
+        raise AdminError("no standard input to read the password from")
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            raise AdminError("the two passwords differ")
+    else:
+        password = sys.stdin.read()
+        if password.endswith("\n"):
+            password = password[:-1].removesuffix("\r")
+        if "\n" in password:
+            raise AdminError("the password on standard input must be one line")
+    if not password:
+        raise AdminError("the password on standard input is empty")
+    return password
+
+
+def _size(n: int | None) -> str:
+    """Exact and parseable again: 10G, 1536K, 1000."""
+    if n is None:
+        return "-"
+    unit = ""
+    for bigger in "KMGT":
+        if n < 1024 or n % 1024:
+            break
+        n, unit = n // 1024, bigger
+    return f"{n}{unit}"
+
+
+def _when(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+
+
+def _table(header: tuple, rows: list[tuple]) -> None:
+    rows = [tuple(str(v) for v in r) for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+# -- tenant --
+
+@_one_line_errors
+def cmd_tenant(opts: config.Options, args) -> int:
+    return {"add": _tenant_add, "list": _tenant_list, "del": _tenant_del}[args.admin_action](
+        opts, args)
+
+
+def _tenant_add(opts, args) -> int:
+    quota = config.parse_size(args.quota) if args.quota is not None else None
+    with _registry(opts) as reg:
+        t = reg.add_tenant(args.name, quota_bytes=quota, max_files=args.max_files)
+    print(f"razordav: tenant {t.name} added (quota {_size(t.quota_bytes)}, "
+          f"max files {t.max_files if t.max_files is not None else '-'})")
+    return 0
+
+
+def _tenant_list(opts, args) -> int:
+    with _registry(opts) as reg:
+        rows = [(t.name, _size(t.quota_bytes), "-" if t.max_files is None else t.max_files,
+                 len(reg.users(t.name)), _when(t.created)) for t in reg.tenants()]
+    _table(("TENANT", "QUOTA", "MAX FILES", "USERS", "CREATED (UTC)"), rows)
+    return 0
+
+
+def _tenant_del(opts, args) -> int:
+    name = check_tenant_name(args.name)
+    data_dir = tenant_data_dir(opts.data_dir, name)
+    url = tenant_store_url(_store_url(opts), name)
+    with _registry(opts) as reg:
+        registered = name in {t.name for t in reg.tenants()}
+        users = reg.users(name)
+        if not registered and not data_dir.exists() and not _prefix_has_objects(url, opts):
+            raise AdminError(f"no tenant {name!r}")
+        if not args.yes:
+            raise AdminError(
+                f"deleting tenant {name!r} removes its {len(users)} users and their tokens, "
+                f"{data_dir} and every object under {url}; run again with --yes to do it")
+        _refuse_if_open(url, opts)
+        if registered:
+            reg.del_tenant(name)
+    deleted = _delete_prefix(url, opts)
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    print(f"razordav: tenant {name} deleted ({len(users)} user(s), {deleted} object(s))")
+    return 0
+
+
+def _open_tenant_store(url: str, opts):
+    """The tenant's store, or None when it is a local directory that was never made (so
+    looking does not create it)."""
+    parts = urlsplit(url)
+    if parts.scheme == "file" and not Path(unquote(parts.path)).is_dir():
+        return None
+    return open_store(url, endpoint=opts.s3_endpoint)
+
+
+def _prefix_has_objects(url: str, opts) -> bool:
+    store = _open_tenant_store(url, opts)
+    if store is None:
+        return False
+    try:
+        return next(iter(store.list("")), None) is not None
+    finally:
+        store.close()
+
+
+def _refuse_if_open(url: str, opts) -> None:
+    """A live lease means a running gateway has the tenant's volume open: deleting under it
+    would only have it write the data back."""
+    import json
+
+    from .. import store as store_mod
+    from ..core.lease import LEASE_KEY
+    store = _open_tenant_store(url, opts)
+    if store is None:
+        return
+    try:
+        held = json.loads(store.get(LEASE_KEY))
+    except (store_mod.NotFound, ValueError):
+        return
+    finally:
+        store.close()
+    left = held.get("expires", 0) - time.time()
+    if left > 0:
+        raise AdminError(
+            f"the tenant's volume is open in a running gateway ({held.get('host')}, pid "
+            f"{held.get('pid')}, lease {left:.0f} s more); stop it or let it close the "
+            "volume, then try again")
+
+
+def _delete_prefix(url: str, opts) -> int:
+    """Delete every object under ``url`` in batches; return how many."""
+    store = _open_tenant_store(url, opts)
+    if store is None:
+        return 0
+    count, batch = 0, []
+    try:
+        for info in store.list(""):
+            batch.append(info.key)
+            if len(batch) >= DELETE_BATCH:
+                store.delete_many(batch)
+                count, batch = count + len(batch), []
+        if batch:
+            store.delete_many(batch)
+            count += len(batch)
+    finally:
+        store.close()
+    parts = urlsplit(url)
+    if parts.scheme == "file":   # a local store leaves its (now empty) directories behind
+        shutil.rmtree(unquote(parts.path), ignore_errors=True)
+    return count
+
+
+# -- user --
+
+@_one_line_errors
+def cmd_user(opts: config.Options, args) -> int:
+    return {"add": _user_add, "passwd": _user_passwd, "del": _user_del,
+            "list": _user_list}[args.admin_action](opts, args)
+
+
+def _user_add(opts, args) -> int:
+    with _registry(opts) as reg:
+        # clear errors before the password is read
+        check_user_name(args.name)
+        check_role(args.role)
+        reg.tenant(args.tenant)
+        if _exists(reg.user, args.name):
+            raise AdminError(f"user {args.name!r} exists already")
+        u = reg.add_user(args.name, args.tenant, args.role, _read_password(args))
+    print(f"razordav: user {u.name} added to tenant {u.tenant} as {u.role}")
+    return 0
+
+
+def _exists(lookup, name: str) -> bool:
+    try:
+        lookup(name)
+        return True
+    except errors.NotFound:
+        return False
+
+
+def _user_passwd(opts, args) -> int:
+    with _registry(opts) as reg:
+        reg.user(args.name)
+        reg.set_password(args.name, _read_password(args))
+    print(f"razordav: password of {args.name} changed")
+    return 0
+
+
+def _user_del(opts, args) -> int:
+    with _registry(opts) as reg:
+        reg.del_user(args.name)
+    print(f"razordav: user {args.name} deleted")
+    return 0
+
+
+def _user_list(opts, args) -> int:
+    with _registry(opts) as reg:
+        if args.tenant is not None:
+            reg.tenant(args.tenant)
+        rows = [(u.name, u.tenant, u.role, len(reg.tokens(u.name)), _when(u.created))
+                for u in reg.users(args.tenant)]
+    _table(("USER", "TENANT", "ROLE", "TOKENS", "CREATED (UTC)"), rows)
+    return 0
+
+
+# -- token --
+
+@_one_line_errors
+def cmd_token(opts: config.Options, args) -> int:
+    return {"create": _token_create, "revoke": _token_revoke,
+            "list": _token_list}[args.admin_action](opts, args)
+
+
+def _token_create(opts, args) -> int:
+    with _registry(opts) as reg:
+        token_id, token = reg.create_token(args.name, args.label)
+    print(token)   # alone on stdout, so a script can capture it
+    print(f"razordav: token {token_id} for {args.name}: use it as the password; it is shown "
+          "only this once", file=sys.stderr)
+    return 0
+
+
+def _token_revoke(opts, args) -> int:
+    with _registry(opts) as reg:
+        reg.revoke_token(args.token_id)
+    print(f"razordav: token {args.token_id} revoked")
+    return 0
+
+
+def _token_list(opts, args) -> int:
+    with _registry(opts) as reg:
+        rows = [(k.id, _when(k.created), k.label) for k in reg.tokens(args.name)]
+    _table(("ID", "CREATED (UTC)", "LABEL"), rows)
+    return 0
+
+
+COMMANDS = {"tenant": cmd_tenant, "user": cmd_user, "token": cmd_token}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """These commands alone, as ``razordav`` runs them, until cli.py wires them in."""
+    from .. import cli
+    parser = argparse.ArgumentParser(prog="razordav")
+    add_subcommands(parser.add_subparsers(dest="command", required=True), cli._common)
+    args = parser.parse_args(argv)
+    flags = {k: v for k, v in vars(args).items()
+             if k not in FLAGS and k not in ("command", "config", "verbose", "quiet")}
+    try:
+        opts = config.load(args.config, flags)
+    except config.ConfigError as exc:
+        parser.error(str(exc))
+    cli._setup_logging(opts, args.verbose, args.quiet)
+    return COMMANDS[args.command](opts, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
