@@ -38,7 +38,7 @@ from ..core import errors
 from ..core.tree import Attr, split_path
 from ..dav.edge import bad_length, bad_path, drain_on_error
 from .api_common import (API, RoleCheck, fs_error, principal_of, problems, serialize_error,
-                         spec)
+                         spec, tenant_volume)
 
 CHUNK = 1 << 20
 MAX_LIMIT = 10_000
@@ -114,7 +114,7 @@ class _Volumes:
         self.service = service
 
     def vol(self, req):
-        return self.service.volume_for(principal_of(req))
+        return tenant_volume(self.service, principal_of(req))
 
 
 class Files(_Volumes):

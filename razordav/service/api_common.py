@@ -101,6 +101,17 @@ def principal_of(req) -> Principal:
     return req.context.principal
 
 
+def tenant_volume(service, principal: Principal):
+    """The caller's tenant's volume; 503 when it cannot be opened (a tenant deleted
+    meanwhile, its store unreachable), as the gate answers on WebDAV."""
+    try:
+        return service.volume_for(principal)
+    except Exception as exc:
+        log.warning("tenant %s cannot be opened: %s", principal.tenant, exc)
+        raise falcon.HTTPServiceUnavailable(
+            description=f"tenant {principal.tenant} is not available") from None
+
+
 class RoleCheck:
     """Falcon middleware: every route but the public ones (``public = True`` on the
     resource) needs a principal; a reader may only read, and a resource marked

@@ -32,7 +32,7 @@ from spectree import Response
 
 from ..core import errors
 from ..core.fsck import fsck
-from .api_common import API, principal_of, problems, spec
+from .api_common import API, principal_of, problems, spec, tenant_volume
 
 log = logging.getLogger("razordav.api")
 
@@ -162,7 +162,7 @@ class StatsRoute:
         if principal.role == "admin":
             volumes = self.service.volumes()
         else:
-            volumes = {principal.tenant: self.service.volume_for(principal)}
+            volumes = {principal.tenant: tenant_volume(self.service, principal)}
         resp.media = {"volumes": {name: _plain(vol.figures()) for name, vol in volumes.items()}}
 
 
@@ -186,7 +186,7 @@ class JobsRoute:
     def on_post(self, req, resp):
         """Start fsck (a check, no repair) or GC on the caller's tenant's volume."""
         principal, body = principal_of(req), req.context.json
-        vol = self.service.volume_for(principal)
+        vol = tenant_volume(self.service, principal)
         job = self.jobs.start(body.kind, principal.tenant, principal.user, vol, body.full)
         resp.status = 202
         resp.location = f"{API}/jobs/{job['id']}"
@@ -215,7 +215,7 @@ class JobItem:
 class Healthz:
     public = True
 
-    @spec.validate(resp=Response(HTTP_200=Health), tags=["operations"])
+    @spec.validate(resp=Response(HTTP_200=Health), tags=["operations"], security={})
     def on_get(self, req, resp):
         """Liveness: the process answers."""
         resp.media = {"status": "ok"}
@@ -227,7 +227,8 @@ class Readyz:
     def __init__(self, service):
         self.service = service
 
-    @spec.validate(resp=Response(HTTP_200=Health, **problems(503)), tags=["operations"])
+    @spec.validate(resp=Response(HTTP_200=Health, **problems(503)), tags=["operations"],
+                   security={})
     def on_get(self, req, resp):
         """Readiness: every open volume's store answers and its metadata is writable."""
         found = []

@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from cheroot import wsgi
 from openapi_spec_validator import validate
 
+from razordav.core import errors
 from razordav.core.volume import Volume
 from razordav.service import PRINCIPAL_KEY, Principal
 from razordav.service.api import make_api
@@ -44,7 +45,11 @@ class StandInService:
         self.main_volume, self.tenants, self.registry = main, tenants, registry
 
     def volume_for(self, principal):
-        return self.tenants.get(principal.tenant, self.main_volume)
+        if not principal.tenant:
+            return self.main_volume
+        if principal.tenant not in self.tenants:     # as Service: the registry says no
+            raise errors.NotFound(f"no tenant {principal.tenant!r}")
+        return self.tenants[principal.tenant]
 
     def volumes(self):
         return dict(self.tenants)
@@ -146,6 +151,9 @@ def test_openapi_document_is_valid_3_1_and_covers_every_route(env):
     assert len(routes) > 25
     assert routes - documented == set(), "routes missing from the OpenAPI document"
     assert documented - routes == set(), "documented operations without a route"
+    assert doc["paths"]["/healthz"]["get"]["security"] == []     # no authentication
+    assert "security" not in doc["paths"]["/api/v1/files/{path}"]["get"]    # the global one
+    assert {s for alt in doc["security"] for s in alt} == {"basic", "bearer"}
 
 
 # -- files --
@@ -433,6 +441,14 @@ def test_no_principal_is_401_but_health_needs_none(env):
     problem(call(env, "GET", "/api/v1/files/", headers={}), 401)
     assert call(env, "GET", "/healthz", headers={}).json() == {"status": "ok"}
     assert call(env, "GET", "/readyz", headers={}).status_code == 200
+
+
+def test_a_tenant_that_cannot_be_opened_is_503(env):
+    ghost = {"X-Test-As": "casper:ghost:writer"}
+    for method, path, kw in (("GET", "/api/v1/files/", {}), ("GET", "/api/v1/stats", {}),
+                             ("PUT", "/api/v1/content/x", {"data": b"x"}),
+                             ("POST", "/api/v1/jobs", {"json": {"kind": "gc"}})):
+        problem(call(env, method, path, headers=ghost, **kw), 503)
 
 
 def test_tenants_do_not_see_each_other(env):
