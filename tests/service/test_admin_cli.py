@@ -75,8 +75,9 @@ def test_tenants_users_tokens_end_to_end(run, inproc):
     """On an empty data dir: the volume is created, then the registry filled and read."""
     assert "added" in ok(run("tenant", "add", "acme", "--quota", "10G", "--max-files", "500"))
     assert (run.data / "meta.db").exists()
-    ok(run("user", "add", "alice", "--tenant", "acme", "--role", "writer", "--password-stdin",
-           stdin="s3cret pass\r\n"))
+    added = run("user", "add", "alice", "--tenant", "acme", "--role", "writer",
+                "--password-stdin", stdin="s3cret pass\r\n")
+    assert "s3cret" not in ok(added) + added.stderr
     token = ok(run("token", "create", "alice", "--label", "laptop")).strip()
     assert token.startswith("rzt_")
     listing = ok(run("tenant", "list")).splitlines()

@@ -178,6 +178,27 @@ def test_successes_are_cached_failures_are_not(acme):
     assert reg.cache_size() == 1
 
 
+def test_verify_from_many_threads_while_the_password_changes(acme):
+    """The gate verifies on cheroot's worker threads; a change lands between requests."""
+    import threading
+    reg = acme
+    results, start = [], threading.Barrier(8)
+
+    def worker():
+        start.wait()
+        for _ in range(30):
+            results.append(reg.verify_password("alice", "correct horse") is not None)
+            results.append(reg.verify_password("alice", "wrong") is None)
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 480 and all(results)
+    reg.set_password("alice", "changed")
+    assert reg.verify_password("alice", "correct horse") is None
+
+
 def test_cache_expires(tree):
     reg = Registry(tree, CountingHasher(), cache_ttl=0.05)
     reg.add_tenant("acme")
