@@ -142,9 +142,12 @@ class TenantItem(_Admin):
     @spec.validate(json=TenantLimits, resp=Response(HTTP_200=TenantOut, **ADMIN_ERRORS),
                    tags=["admin"])
     def on_patch(self, req, resp, name):
-        """Replace the tenant's quota and file limit."""
+        """Replace the tenant's quota and file limit (null: none), at once."""
         body: TenantLimits = req.context.json
         tenant = self.registry.set_tenant_limits(name, body.quota_bytes, body.max_files)
+        vol = self.service.volumes().get(name)
+        if vol is not None and hasattr(vol, "set_quota"):
+            vol.set_quota(tenant.quota_bytes, tenant.max_files)   # open now: applies at once
         audit(principal_of(req), "tenant.limits", name, quota_bytes=tenant.quota_bytes,
               max_files=tenant.max_files)
         resp.media = asdict(tenant)

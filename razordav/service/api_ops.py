@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 import time
 import uuid
 from collections import OrderedDict
@@ -48,6 +49,7 @@ class Stats(BaseModel):
 class JobIn(BaseModel):
     kind: Literal["fsck", "gc"]
     full: bool = Field(False, description="fsck: download and verify every block")
+    tenant: str | None = Field(None, description="admins: another tenant's volume")
 
 
 class Job(BaseModel):
@@ -184,10 +186,14 @@ class JobsRoute:
     @spec.validate(json=JobIn, resp=Response(HTTP_202=Job, **problems(400, 403, 409)),
                    tags=["operations"])
     def on_post(self, req, resp):
-        """Start fsck (a check, no repair) or GC on the caller's tenant's volume."""
+        """Start fsck (a check, no repair) or GC on the caller's tenant's volume (an admin
+        may name another tenant)."""
         principal, body = principal_of(req), req.context.json
-        vol = tenant_volume(self.service, principal)
-        job = self.jobs.start(body.kind, principal.tenant, principal.user, vol, body.full)
+        tenant = principal.tenant if body.tenant is None else body.tenant
+        if tenant != principal.tenant and principal.role != "admin":
+            raise falcon.HTTPForbidden(description="only admins start jobs on other tenants")
+        vol = tenant_volume(self.service, replace(principal, tenant=tenant))
+        job = self.jobs.start(body.kind, tenant, principal.user, vol, body.full)
         resp.status = 202
         resp.location = f"{API}/jobs/{job['id']}"
         resp.media = job

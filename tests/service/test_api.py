@@ -586,9 +586,15 @@ def test_jobs(env):
     assert call(env, "GET", r.headers["Location"], headers=ADMIN).status_code == 200
     problem(call(env, "GET", "/api/v1/jobs/feedface"), 404)
     problem(call(env, "POST", "/api/v1/jobs", json={"kind": "defrag"}), 400)
+    r = call(env, "POST", "/api/v1/jobs", headers=ADMIN, json={"kind": "gc", "tenant": "globex"})
+    assert _wait_job(env, r.headers["Location"], ADMIN)["tenant"] == "globex"
+    problem(call(env, "POST", "/api/v1/jobs", json={"kind": "gc", "tenant": "globex"}), 403)
+    problem(call(env, "POST", "/api/v1/jobs", headers=ADMIN,
+                 json={"kind": "gc", "tenant": "ghost"}), 503)
     ids = {j["id"] for j in call(env, "GET", "/api/v1/jobs").json()["jobs"]}
     assert job["id"] in ids
-    assert not call(env, "GET", "/api/v1/jobs", headers=GLOBEX).json()["jobs"]
+    assert [j["tenant"] for j in call(env, "GET", "/api/v1/jobs", headers=GLOBEX).json()
+            ["jobs"]] == ["globex"]
 
 
 def test_readyz_answers_503_when_metadata_or_store_fail(env):
