@@ -109,6 +109,10 @@ def check_password(password: str) -> str:
         raise errors.InvalidArgument("the password is empty")
     if len(password) > MAX_PASSWORD:
         raise errors.InvalidArgument(f"the password is longer than {MAX_PASSWORD} characters")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.InvalidArgument("the password is not valid Unicode") from None
     return password
 
 
@@ -215,16 +219,21 @@ class Registry:
         """Register a user of an existing tenant. The name MUST be new (``Exists``)."""
         check_user_name(name)
         check_role(role)
-        stored = self.hasher.hash(check_password(password))
+        check_password(password)
+        self._check_new_user(self.tree._conn(), name, tenant)  # fail fast, before hashing
+        stored = self.hasher.hash(password)
         user = User(name, tenant, role, int(time.time()))
         with self.tree.write() as c:
-            if not self._tenant_row(c, tenant):
-                raise errors.NotFound(f"no tenant {tenant!r}")
-            if self._user_row(c, name):
-                raise errors.Exists(f"user {name!r} exists already")
+            self._check_new_user(c, name, tenant)
             c.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?)",
                       (name, tenant, role, stored, user.created))
         return user
+
+    def _check_new_user(self, c: sqlite3.Connection, name: str, tenant: str) -> None:
+        if not self._tenant_row(c, tenant):
+            raise errors.NotFound(f"no tenant {tenant!r}")
+        if self._user_row(c, name):
+            raise errors.Exists(f"user {name!r} exists already")
 
     def set_password(self, name: str, password: str) -> None:
         """Replace a user's password; cached verifications of the old one stop working.
@@ -275,6 +284,7 @@ class Registry:
         """Make an app token for ``user``; return (token id, the whole token). The token is
         shown this once: only a hash of its secret is kept."""
         _check_label(label)
+        self.user(user)   # fail fast, before hashing
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         stored = self.hasher.hash(secret)
         with self.tree.write() as c:
@@ -321,7 +331,9 @@ class Registry:
     def _verify(self, name, password) -> tuple[User, str | None] | None:
         if not isinstance(name, str) or not isinstance(password, str):
             return None
-        key = hmac.new(self._key, f"{name}\0{password}".encode("utf-8", "surrogatepass"),
+        # surrogatepass: a password no stored hash can match still costs a verification
+        raw = password.encode("utf-8", "surrogatepass")
+        key = hmac.new(self._key, name.encode("utf-8", "surrogatepass") + b"\0" + raw,
                        hashlib.sha256).digest()
         hit = self._cached(key)
         if hit is not None:
@@ -329,7 +341,7 @@ class Registry:
             if user is not None:
                 return user, hit.token_id
             self._forget(lambda h: h is hit)
-        token_id, stored, secret = self._stored_secret(name, password)
+        token_id, stored, secret = self._stored_secret(name, password, raw)
         try:
             self.hasher.verify(stored, secret)
         except (VerificationError, InvalidHashError):
@@ -343,10 +355,11 @@ class Registry:
             return user, token_id
         return None
 
-    def _stored_secret(self, name: str, password: str) -> tuple[str | None, str, str]:
+    def _stored_secret(self, name: str, password: str,
+                       raw: bytes) -> tuple[str | None, str, bytes | str]:
         """(token id or None, the hash to verify against, the secret to verify)."""
         if not _USER.match(name) or not password or len(password) > MAX_PASSWORD:
-            return None, self._dummy, password[:MAX_PASSWORD]
+            return None, self._dummy, raw[:MAX_PASSWORD]
         c = self.tree._conn()
         m = _TOKEN.match(password)
         if m:
@@ -356,7 +369,7 @@ class Registry:
                 return m.group(1), row[0], m.group(2)
         row = c.execute("SELECT u.hash FROM users u JOIN tenants t ON t.name = u.tenant "
                         "WHERE u.name = ?", (name,)).fetchone()
-        return None, (row[0] if row else self._dummy), password
+        return None, (row[0] if row else self._dummy), raw
 
     def _current(self, hit: _Hit) -> User | None:
         """The user, when what ``hit`` verified is still its password or live token."""

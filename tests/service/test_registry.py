@@ -24,6 +24,11 @@ class CountingHasher(PasswordHasher):
         super().__init__(time_cost=p.time_cost, memory_cost=p.memory_cost,
                          parallelism=p.parallelism, hash_len=p.hash_len, salt_len=p.salt_len)
         self.verified = []
+        self.hashed = 0
+
+    def hash(self, password, **kw):
+        self.hashed += 1
+        return super().hash(password, **kw)
 
     def verify(self, hash, password):
         self.verified.append(hash)
@@ -117,11 +122,15 @@ def test_user_duplicates_and_bad_input(acme):
     for role in ("", "root", "Admin", None):
         with pytest.raises(errors.InvalidArgument):
             reg.add_user("bob", "acme", role, "pw")
-    for password in ("", None, "x" * (MAX_PASSWORD + 1)):
+    for password in ("", None, "x" * (MAX_PASSWORD + 1), "bad \ud800 surrogate"):
         with pytest.raises(errors.InvalidArgument):
             reg.add_user("bob", "acme", "reader", password)
+    hashed = reg.hasher.hashed
     with pytest.raises(errors.NotFound, match="no tenant"):
         reg.add_user("bob", "nope", "reader", "pw")
+    with pytest.raises(errors.Exists):
+        reg.add_user("alice", "acme", "reader", "pw")
+    assert reg.hasher.hashed == hashed     # refused before spending a hash
     with pytest.raises(errors.InvalidArgument):
         reg.set_role("alice", "root")
     with pytest.raises(errors.InvalidArgument):
@@ -158,9 +167,10 @@ def test_unknown_user_costs_an_argon2_verification_like_a_wrong_password(acme):
     assert reg.verify_password("alice", "wrong") is None
     assert reg.verify_password("mallory", "wrong") is None
     assert reg.verify_password("not a name", "wrong") is None
-    assert len(h.verified) == 3
-    real, dummy, dummy2 = h.verified
-    assert dummy == dummy2 != real
+    assert reg.verify_password("alice", "\ud800") is None     # not encodable: still verified
+    assert len(h.verified) == 4
+    real, dummy, dummy2, real2 = h.verified
+    assert dummy == dummy2 != real == real2
     params = lambda s: s.split("$")[1:4]   # noqa: E731  argon2id, version, m/t/p
     assert params(real) == params(dummy)
 
@@ -299,8 +309,10 @@ def test_token_misuse_fails(acme):
     assert reg.verify_password("alice", f"rzt_{'0' * 16}_{secret}") is None
     assert reg.verify_password("alice", secret) is None          # the secret alone
     assert reg.verify_password("alice", token + "x") is None
+    hashed = reg.hasher.hashed
     with pytest.raises(errors.NotFound):
         reg.create_token("nobody")
+    assert reg.hasher.hashed == hashed     # refused before spending a hash
     with pytest.raises(errors.NotFound):
         reg.tokens("nobody")
     for label in ("x" * 101, "a\nb", "\x7f"):
