@@ -37,7 +37,7 @@ from spectree import Response
 from ..core import errors
 from ..core.tree import Attr, split_path
 from ..dav.edge import bad_length, bad_path, drain_on_error
-from .api_common import (API, RoleCheck, fs_error, principal_of, problems, serialize_error,
+from .api_common import (API, BodyLimit, RoleCheck, fs_error, principal_of, problems, serialize_error,
                          spec, tenant_volume)
 
 CHUNK = 1 << 20
@@ -163,15 +163,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     if not first:                       # the last N bytes
         if int(last) == 0 or size == 0:
-            raise _unsatisfiable(size)
+            raise falcon.HTTPRangeNotSatisfiable(size)
         return max(0, size - int(last)), size - 1
     if int(first) >= size:
-        raise _unsatisfiable(size)
+        raise falcon.HTTPRangeNotSatisfiable(size)
     return int(first), min(int(last), size - 1) if last else size - 1
-
-
-def _unsatisfiable(size: int) -> falcon.HTTPError:
-    return falcon.HTTPRangeNotSatisfiable(size)
 
 
 class _Slice:
@@ -351,7 +347,7 @@ def make_api(service) -> Api:
     ``/healthz`` and ``/readyz``, with the caller's principal in the environ."""
     from . import api_admin, api_ops
 
-    app = falcon.App(middleware=[RoleCheck(service)])
+    app = falcon.App(middleware=[RoleCheck(service), BodyLimit(f"{API}/content/")])
     app.set_error_serializer(serialize_error)
     app.add_error_handler(errors.FsError, fs_error)
     files, content, dirs = Files(service), Content(service), Dirs(service)

@@ -8,6 +8,7 @@ Threading: ``make_api`` runs once at start-up; everything here is read-only afte
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from http import HTTPStatus
@@ -25,6 +26,7 @@ log = logging.getLogger("razordav.api")
 
 PROBLEM = "application/problem+json"
 API = "/api/v1"
+MAX_JSON = 64 << 10
 
 
 class Problem(BaseModel):
@@ -132,6 +134,31 @@ class RoleCheck:
         if not principal.may(req.method):
             raise falcon.HTTPForbidden(
                 description=f"role {principal.role} may not {req.method} here")
+
+
+class BodyLimit:
+    """Falcon middleware: a JSON body is read whole, so it may be at most ``MAX_JSON``
+    bytes (413 otherwise). A chunked one is read here, up to the limit (Falcon alone would
+    see an empty body without a Content-Length). Uploads (paths under ``stream_prefix``)
+    are streamed and not limited here."""
+
+    def __init__(self, stream_prefix: str):
+        self.stream_prefix = stream_prefix
+
+    def process_request(self, req, resp) -> None:
+        if req.method not in ("POST", "PUT", "PATCH") or req.path.startswith(self.stream_prefix):
+            return
+        if "chunked" in (req.get_header("Transfer-Encoding") or "").lower():
+            body = req.stream.read(MAX_JSON + 1)
+            if len(body) <= MAX_JSON:
+                # Falcon reads a body by its Content-Length: give it one
+                req.stream = req.env["wsgi.input"] = io.BytesIO(body)
+                req.env["CONTENT_LENGTH"] = str(len(body))
+                return
+        elif (req.content_length or 0) <= MAX_JSON:
+            return
+        raise falcon.HTTPContentTooLarge(description=f"a request body here may be at most "
+                                                     f"{MAX_JSON} bytes")
 
 
 def audit(principal: Principal, action: str, target: str, **details) -> None:

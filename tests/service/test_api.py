@@ -387,6 +387,20 @@ def test_bad_json_is_400(env, body, ctype):
         problem(r, 400)
 
 
+def test_json_bodies_are_bounded(env):
+    big = {"from": "/a", "to": "/b", "pad": "x" * (70 << 10)}
+    problem(call(env, "POST", "/api/v1/move", json=big), 413)
+    body = json.dumps(big).encode()
+    chunks = (body[i:i + 4096] for i in range(0, len(body), 4096))
+    problem(call(env, "POST", "/api/v1/copy", data=chunks,
+                 headers={**ACME, "Content-Type": "application/json"}), 413)
+    put(env, "/chunked-json", b"c")
+    small = json.dumps({"from": "/chunked-json", "to": "/chunked-json-2"}).encode()
+    r = call(env, "POST", "/api/v1/copy", data=iter([small[:10], small[10:]]),
+             headers={**ACME, "Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+
+
 def test_delete(env):
     vol = env["vols"]["acme"]
     put(env, "/del-file", b"x")
