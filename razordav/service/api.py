@@ -37,8 +37,8 @@ from spectree import Response
 from ..core import errors
 from ..core.tree import Attr, split_path
 from ..dav.edge import bad_length, bad_path, drain_on_error
-from .api_common import (API, BodyLimit, RoleCheck, fs_error, principal_of, problems, serialize_error,
-                         spec, tenant_volume)
+from .api_common import (API, BodyLimit, RoleCheck, fs_error, principal_of, problems,
+                         serialize_error, spec, tenant_volume)
 
 CHUNK = 1 << 20
 MAX_LIMIT = 10_000
