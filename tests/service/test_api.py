@@ -632,3 +632,55 @@ def test_readyz_answers_503_when_metadata_or_store_fail(env):
 def test_unknown_routes_and_methods_are_problems(env):
     problem(call(env, "GET", "/api/v1/nothing-here"), 404)
     problem(call(env, "PATCH", "/api/v1/files/x"), 405)
+
+
+# -- behind the real gate, beside WebDAV --
+
+def test_behind_the_gate_with_basic_auth_and_beside_webdav(tmp_path):
+    from razordav.dav.app import make_app
+    from razordav.service.gate import Gate, Service
+
+    opened = []
+
+    def open_volume(data_dir, store_url, cache_size):
+        opened.append(Volume.open(data_dir, store_url, block_size=BLOCK, cache_size=cache_size,
+                                  journal_interval=0, workers=2, uploaders=2))
+        return opened[-1]
+    main = open_volume(tmp_path / "main", None, 1 << 30)
+    registry = Registry(main.tree, hasher=PasswordHasher(time_cost=1, memory_cost=64,
+                                                         parallelism=1))
+    service = Service(main, registry, open_volume=open_volume,
+                      make_dav_app=lambda v, key: make_app(v, trusted_user_key=key, verbose=0))
+    registry.add_tenant("acme")
+    registry.add_user("alice", "acme", "writer", "alice-pw")
+    registry.add_user("rita", "acme", "reader", "rita-pw")
+    server = wsgi.Server(("127.0.0.1", 0), Gate(service, api_app=make_api(service)),
+                         numthreads=4)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    url = "http://%s:%d" % server.bind_addr
+    try:
+        assert requests.get(url + "/healthz", timeout=30).json() == {"status": "ok"}
+        assert requests.get(url + "/readyz", timeout=30).status_code == 200
+        assert requests.get(url + "/api/v1/files/", timeout=30).status_code == 401
+        r = requests.get(url + "/api/v1/files/", auth=("alice", "wrong"), timeout=30)
+        assert r.status_code == 401
+        alice, rita = ("alice", "alice-pw"), ("rita", "rita-pw")
+        r = requests.put(url + "/api/v1/content/both-faces.txt", data=b"via the API",
+                         auth=alice, timeout=30)
+        assert r.status_code == 201, r.text
+        r = requests.get(url + "/both-faces.txt", auth=rita, timeout=30)      # WebDAV
+        assert r.status_code == 200 and r.content == b"via the API"
+        r = requests.put(url + "/api/v1/content/both-faces.txt", data=b"no", auth=rita,
+                         timeout=30)
+        assert r.status_code == 403 and r.headers["Content-Type"] == PROBLEM
+        r = requests.get(url + "/api/v1/tenants", auth=alice, timeout=30)
+        assert r.status_code == 403
+        assert opened[-1].read_file("/both-faces.txt") == b"via the API"
+        assert main.listdir("/") == []          # nothing reached the main namespace
+    finally:
+        server.stop()
+        thread.join(10)
+        service.close()
+        main.close()
