@@ -11,12 +11,16 @@ so permission checks are the kernel's for an unprivileged user; the result comes
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
 import os
+import pathlib
 import pickle
+import shutil
 import stat
+import tempfile
 import time
 import traceback
 
@@ -207,12 +211,14 @@ def tree_of(root: str) -> dict[str, dict]:
     return out
 
 
-def open_to(path) -> None:
-    """Let an unprivileged user reach ``path``: add search permission on it and its parents
-    (pytest's base temp dir is 0700)."""
-    path = os.path.abspath(path)
-    while path != "/":
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if mode & 0o011 != 0o011:
-            os.chmod(path, mode | 0o011)
-        path = os.path.dirname(path)
+@contextlib.contextmanager
+def reachable_dir(prefix: str):
+    """A fresh directory right under /tmp that any user can reach, removed afterwards.
+    Not under pytest's temp root: that is 0700, and every pytest session that starts makes
+    it 0700 again, so opening it up would hold only until someone else runs a test."""
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(path, 0o755)
+    try:
+        yield pathlib.Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -31,7 +31,7 @@ import pytest
 
 from mounts import RazorMount
 from oracle import (NOBODY, PAIR, RENAME_EXCHANGE, RENAME_NOREPLACE, USERS, UTIME_NOW,
-                    UTIME_OMIT, Rec, attrs, open_to, renameat2, run_as, utimensat)
+                    UTIME_OMIT, Rec, attrs, reachable_dir, renameat2, run_as, utimensat)
 
 MiB = 1 << 20
 BS = 4 * MiB   # the volume's block size
@@ -45,17 +45,17 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    """One mount for the module, beside a plain directory whose path has the same length."""
-    base = tmp_path_factory.mktemp("posix")
-    open_to(base)
-    plain = base / PAIR[1]
-    plain.mkdir()
-    os.chmod(plain, 0o755)
-    m = RazorMount(base / "data", base / PAIR[0], options=["allow_other"]).start()
-    try:
-        yield Pair(base, m)
-    finally:
-        m.stop()
+    """One mount for the module, beside a plain directory whose path has the same length,
+    both where the unprivileged user can reach them."""
+    data = tmp_path_factory.mktemp("posix") / "data"
+    with reachable_dir("razordav-posix-") as base:
+        plain = base / PAIR[1]
+        plain.mkdir()
+        m = RazorMount(data, base / PAIR[0], options=["allow_other"]).start()
+        try:
+            yield Pair(base, m)
+        finally:
+            m.stop()
     assert "Traceback" not in m.log(), m.log()
 
 

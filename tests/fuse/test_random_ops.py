@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mounts import RazorMount
-from oracle import PAIR, attrs, err_name, open_to, tree_of
+from oracle import PAIR, attrs, err_name, tree_of
 from razordav.core.check import check_tree
 from razordav.core.tree import Tree
 
@@ -232,7 +232,6 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     base = tmp_path_factory.mktemp("random")
-    open_to(base)
     (base / PAIR[1]).mkdir()
     m = RazorMount(base / "data", base / PAIR[0]).start()
     try:
