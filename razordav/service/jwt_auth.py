@@ -86,6 +86,9 @@ class JwtAuthenticator:
         self.algorithms = _check_algorithms(algorithms)
         if default_role not in ROLES:
             raise ValueError(f"default role {default_role!r} is not one of {', '.join(ROLES)}")
+        for claim in (user_claim, tenant_claim, role_claim):
+            if not isinstance(claim, str) or not claim:
+                raise ValueError(f"JWT claim names must be non-empty strings, not {claim!r}")
         if leeway < 0 or refresh_interval < 0 or timeout <= 0:
             raise ValueError("leeway and refresh_interval must be >= 0, timeout > 0")
         self.jwks_url = jwks_url

@@ -347,6 +347,8 @@ def test_broken_key_set_gives_none_and_a_warning(fresh_issuer, caplog, body):
     ({"jwks_url": "http://idp/jwks", "algorithms": ("RS256", "HS256")}, "algorithms"),
     ({"jwks_url": "http://idp/jwks", "algorithms": ()}, "algorithms"),
     ({"jwks_url": "http://idp/jwks", "default_role": "root"}, "default role"),
+    ({"jwks_url": "http://idp/jwks", "user_claim": None}, "claim names"),
+    ({"jwks_url": "http://idp/jwks", "tenant_claim": ""}, "claim names"),
     ({"jwks_url": "http://idp/jwks", "leeway": -1}, "leeway"),
     ({"jwks_url": "http://idp/jwks", "timeout": 0}, "timeout"),
 ])
