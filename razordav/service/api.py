@@ -32,15 +32,16 @@ from email.utils import formatdate
 
 import falcon
 from pydantic import BaseModel, ConfigDict, Field
-from spectree import Response
 
 from ..core import errors
 from ..core.tree import Attr, split_path
 from ..dav.edge import bad_length, bad_path, drain_on_error
-from .api_common import (API, BodyLimit, RoleCheck, fs_error, principal_of, problems,
+from .api_common import (API, Answers, BodyLimit, RoleCheck, fs_error, principal_of, problems,
                          serialize_error, spec, tenant_volume)
 
 CHUNK = 1 << 20
+PATH_DOC = {"path": "a path below the tenant's root, '/'-separated, percent-encoded; "
+                    "no '.' or '..' segments, names of at most 255 UTF-8 bytes"}
 MAX_LIMIT = 10_000
 
 
@@ -118,8 +119,8 @@ class _Volumes:
 
 
 class Files(_Volumes):
-    @spec.validate(query=ListQuery, resp=Response(HTTP_200=FileInfo, **problems(400, 403, 404)),
-                   tags=["files"])
+    @spec.validate(query=ListQuery, resp=Answers(HTTP_200=FileInfo, **problems(400, 403, 404)),
+                   tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_get(self, req, resp, path=""):
         """A directory's entries in name order, a page at a time, or a file's stat."""
         p, vol, q = vol_path(req, path), self.vol(req), req.context.query
@@ -133,8 +134,8 @@ class Files(_Volumes):
             info["next_cursor"] = vol.tree.entry_key(rows[-1][0]) if more else None
         resp.media = info
 
-    @spec.validate(query=DeleteQuery, resp=Response("HTTP_204", **problems(400, 403, 404, 409)),
-                   tags=["files"])
+    @spec.validate(query=DeleteQuery, resp=Answers("HTTP_204", **problems(400, 403, 404, 409)),
+                   tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_delete(self, req, resp, path=""):
         """Delete a file or an empty directory; a tree only with ?recursive=true."""
         p, vol = vol_path(req, path), self.vol(req)
@@ -190,8 +191,9 @@ class _Slice:
 
 
 class Content(_Volumes):
-    @spec.validate(resp=Response("HTTP_200", "HTTP_206", **problems(400, 403, 404, 416)),
-                   tags=["files"])
+    @spec.validate(resp=Answers("HTTP_200", "HTTP_206", raw=("200", "206"),
+                                 **problems(400, 403, 404, 416)),
+                   tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_get(self, req, resp, path=""):
         """The file's bytes; one byte range with Range (206)."""
         p, vol = vol_path(req, path), self.vol(req)
@@ -216,8 +218,9 @@ class Content(_Volumes):
         resp.content_length = last - first + 1
         resp.stream = _Slice(reader, first, last - first + 1)
 
-    @spec.validate(resp=Response("HTTP_204", HTTP_201=FileInfo,
-                                 **problems(400, 403, 404, 405, 409, 507)), tags=["files"])
+    @spec.validate(resp=Answers("HTTP_204", HTTP_201=FileInfo,
+                                 **problems(400, 403, 404, 405, 409, 507)), tags=["files"],
+                   path_parameter_descriptions=PATH_DOC)
     def on_put(self, req, resp, path=""):
         """Replace the file's bytes with the body, streamed; the old content stays until the
         whole body has arrived (Content-Length checked), and on any error."""
@@ -258,8 +261,8 @@ def _pump(src, writer, expected: int | None) -> None:
 
 
 class Dirs(_Volumes):
-    @spec.validate(resp=Response(HTTP_201=FileInfo, **problems(400, 403, 404, 405, 409)),
-                   tags=["files"])
+    @spec.validate(resp=Answers(HTTP_201=FileInfo, **problems(400, 403, 404, 405, 409)),
+                   tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_post(self, req, resp, path=""):
         """Make a directory (its parent must exist)."""
         p, vol = vol_path(req, path), self.vol(req)
@@ -270,7 +273,7 @@ class Dirs(_Volumes):
 
 
 class Move(_Volumes):
-    @spec.validate(json=Transfer, resp=Response(HTTP_200=FileInfo, HTTP_201=FileInfo,
+    @spec.validate(json=Transfer, resp=Answers(HTTP_200=FileInfo, HTTP_201=FileInfo,
                                                 **problems(400, 403, 404, 405, 409)),
                    tags=["files"])
     def on_post(self, req, resp):
@@ -283,7 +286,7 @@ class Move(_Volumes):
 
 
 class Copy(_Volumes):
-    @spec.validate(json=Transfer, resp=Response(HTTP_200=FileInfo, HTTP_201=FileInfo,
+    @spec.validate(json=Transfer, resp=Answers(HTTP_200=FileInfo, HTTP_201=FileInfo,
                                                 **problems(400, 403, 404, 405, 409)),
                    tags=["files"])
     def on_post(self, req, resp):

@@ -24,9 +24,8 @@ from typing import Literal
 
 import falcon
 from pydantic import BaseModel, Field
-from spectree import Response
 
-from .api_common import API, audit, principal_of, problems, spec
+from .api_common import API, Answers, audit, principal_of, problems, spec
 
 ADMIN_ERRORS = problems(400, 403, 404, 501)
 
@@ -115,12 +114,12 @@ class _Admin:
 
 
 class Tenants(_Admin):
-    @spec.validate(resp=Response(HTTP_200=TenantList, **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(resp=Answers(HTTP_200=TenantList, **ADMIN_ERRORS), tags=["admin"])
     def on_get(self, req, resp):
         """All tenants."""
         resp.media = {"tenants": [asdict(t) for t in self.registry.tenants()]}
 
-    @spec.validate(json=TenantIn, resp=Response(HTTP_201=TenantOut, **problems(405),
+    @spec.validate(json=TenantIn, resp=Answers(HTTP_201=TenantOut, **problems(405),
                                                 **ADMIN_ERRORS), tags=["admin"])
     def on_post(self, req, resp):
         """Add a tenant (405 if the name exists)."""
@@ -134,12 +133,12 @@ class Tenants(_Admin):
 
 
 class TenantItem(_Admin):
-    @spec.validate(resp=Response(HTTP_200=TenantOut, **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(resp=Answers(HTTP_200=TenantOut, **ADMIN_ERRORS), tags=["admin"])
     def on_get(self, req, resp, name):
         """One tenant."""
         resp.media = asdict(self.registry.tenant(name))
 
-    @spec.validate(json=TenantLimits, resp=Response(HTTP_200=TenantOut, **ADMIN_ERRORS),
+    @spec.validate(json=TenantLimits, resp=Answers(HTTP_200=TenantOut, **ADMIN_ERRORS),
                    tags=["admin"])
     def on_patch(self, req, resp, name):
         """Replace the tenant's quota and file limit (null: none), at once."""
@@ -152,7 +151,7 @@ class TenantItem(_Admin):
               max_files=tenant.max_files)
         resp.media = asdict(tenant)
 
-    @spec.validate(resp=Response("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_delete(self, req, resp, name):
         """Remove the tenant, its users and their tokens (not its data)."""
         users = self.registry.del_tenant(name)
@@ -161,14 +160,14 @@ class TenantItem(_Admin):
 
 
 class Users(_Admin):
-    @spec.validate(query=UserQuery, resp=Response(HTTP_200=UserList, **ADMIN_ERRORS),
+    @spec.validate(query=UserQuery, resp=Answers(HTTP_200=UserList, **ADMIN_ERRORS),
                    tags=["admin"])
     def on_get(self, req, resp):
         """All users, or those of one tenant."""
         users = self.registry.users(req.context.query.tenant)
         resp.media = {"users": [asdict(u) for u in users]}
 
-    @spec.validate(json=UserIn, resp=Response(HTTP_201=UserOut, **problems(405),
+    @spec.validate(json=UserIn, resp=Answers(HTTP_201=UserOut, **problems(405),
                                               **ADMIN_ERRORS), tags=["admin"])
     def on_post(self, req, resp):
         """Add a user to an existing tenant (405 if the name exists)."""
@@ -181,19 +180,19 @@ class Users(_Admin):
 
 
 class UserItem(_Admin):
-    @spec.validate(resp=Response(HTTP_200=UserOut, **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(resp=Answers(HTTP_200=UserOut, **ADMIN_ERRORS), tags=["admin"])
     def on_get(self, req, resp, name):
         """One user."""
         resp.media = asdict(self.registry.user(name))
 
-    @spec.validate(json=Role, resp=Response(HTTP_200=UserOut, **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(json=Role, resp=Answers(HTTP_200=UserOut, **ADMIN_ERRORS), tags=["admin"])
     def on_patch(self, req, resp, name):
         """Change the user's role."""
         user = self.registry.set_role(name, req.context.json.role)
         audit(principal_of(req), "user.role", name, role=user.role)
         resp.media = asdict(user)
 
-    @spec.validate(resp=Response("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_delete(self, req, resp, name):
         """Remove the user and its tokens."""
         self.registry.del_user(name)
@@ -202,7 +201,7 @@ class UserItem(_Admin):
 
 
 class UserPassword(_Admin):
-    @spec.validate(json=Password, resp=Response("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(json=Password, resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_put(self, req, resp, name):
         """Set the user's password (its app tokens stay valid)."""
         self.registry.set_password(name, req.context.json.password)
@@ -211,12 +210,12 @@ class UserPassword(_Admin):
 
 
 class UserTokens(_Admin):
-    @spec.validate(resp=Response(HTTP_200=TokenList, **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(resp=Answers(HTTP_200=TokenList, **ADMIN_ERRORS), tags=["admin"])
     def on_get(self, req, resp, name):
         """The user's app tokens (ids and labels; secrets are never shown again)."""
         resp.media = {"tokens": [asdict(t) for t in self.registry.tokens(name)]}
 
-    @spec.validate(json=TokenIn, resp=Response(HTTP_201=NewToken, **ADMIN_ERRORS),
+    @spec.validate(json=TokenIn, resp=Answers(HTTP_201=NewToken, **ADMIN_ERRORS),
                    tags=["admin"])
     def on_post(self, req, resp, name):
         """Create an app token, usable as the user's Basic password."""
@@ -228,7 +227,7 @@ class UserTokens(_Admin):
 
 
 class TokenItem(_Admin):
-    @spec.validate(resp=Response("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
+    @spec.validate(resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_delete(self, req, resp, token_id):
         """Revoke an app token."""
         self.registry.revoke_token(token_id)

@@ -15,8 +15,9 @@ from http import HTTPStatus
 
 import falcon
 from pydantic import BaseModel
-from spectree import SecurityScheme, SpecTree
+from spectree import Response, SecurityScheme, SpecTree
 from spectree.models import SecuritySchemeData
+from spectree.utils import get_model_key
 
 from .. import __version__
 from ..core import errors
@@ -65,6 +66,28 @@ spec = SpecTree(
 def problems(*codes: int) -> dict:
     """The response declarations of the errors a route can answer, for spectree."""
     return {f"HTTP_{c}": Problem for c in codes}
+
+
+class Answers(Response):
+    """spectree's ``Response``, with the media types the bodies really have: spectree writes
+    application/json for every model, but problems are application/problem+json, and the
+    codes in ``raw`` carry bytes of any type (a download)."""
+
+    def __init__(self, *codes, raw: tuple[str, ...] = (), **code_models):
+        super().__init__(*codes, **code_models)
+        self.raw = raw
+
+    def generate_spec(self, naming_strategy=get_model_key) -> dict:
+        spec = super().generate_spec(naming_strategy)
+        problem_ref = f"#/components/schemas/{naming_strategy(Problem)}"
+        for answer in spec.values():
+            content = answer.get("content", {})
+            if content.get("application/json", {}).get("schema", {}).get("$ref") == problem_ref:
+                content[PROBLEM] = content.pop("application/json")
+        for code in self.raw:
+            spec[code]["content"] = {"*/*": {"schema": {"type": "string",
+                                                         "format": "binary"}}}
+        return spec
 
 
 def _write_problem(resp, status: int, detail: str, code: str = "") -> None:

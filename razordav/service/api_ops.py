@@ -29,11 +29,10 @@ from typing import Any, Literal
 
 import falcon
 from pydantic import BaseModel, Field
-from spectree import Response
 
 from ..core import errors
 from ..core.fsck import fsck
-from .api_common import API, principal_of, problems, spec, tenant_volume
+from .api_common import API, Answers, principal_of, problems, spec, tenant_volume
 
 log = logging.getLogger("razordav.api")
 
@@ -157,7 +156,7 @@ class StatsRoute:
     def __init__(self, service):
         self.service = service
 
-    @spec.validate(resp=Response(HTTP_200=Stats, **problems(403)), tags=["operations"])
+    @spec.validate(resp=Answers(HTTP_200=Stats, **problems(403)), tags=["operations"])
     def on_get(self, req, resp):
         """Cache, upload queue, blocks, compression and journal figures per volume."""
         principal = principal_of(req)
@@ -183,7 +182,7 @@ class JobsRoute:
     def __init__(self, service, jobs: Jobs):
         self.service, self.jobs = service, jobs
 
-    @spec.validate(json=JobIn, resp=Response(HTTP_202=Job, **problems(400, 403, 409)),
+    @spec.validate(json=JobIn, resp=Answers(HTTP_202=Job, **problems(400, 403, 409)),
                    tags=["operations"])
     def on_post(self, req, resp):
         """Start fsck (a check, no repair) or GC on the caller's tenant's volume (an admin
@@ -198,7 +197,7 @@ class JobsRoute:
         resp.location = f"{API}/jobs/{job['id']}"
         resp.media = job
 
-    @spec.validate(resp=Response(HTTP_200=JobList, **problems(403)), tags=["operations"])
+    @spec.validate(resp=Answers(HTTP_200=JobList, **problems(403)), tags=["operations"])
     def on_get(self, req, resp):
         """The jobs of the caller's tenant (an admin's: all)."""
         principal = principal_of(req)
@@ -209,7 +208,7 @@ class JobItem:
     def __init__(self, jobs: Jobs):
         self.jobs = jobs
 
-    @spec.validate(resp=Response(HTTP_200=Job, **problems(403, 404)), tags=["operations"])
+    @spec.validate(resp=Answers(HTTP_200=Job, **problems(403, 404)), tags=["operations"])
     def on_get(self, req, resp, job_id):
         """A job's state, progress and, once done, its result."""
         job = self.jobs.get(job_id)
@@ -221,7 +220,7 @@ class JobItem:
 class Healthz:
     public = True
 
-    @spec.validate(resp=Response(HTTP_200=Health), tags=["operations"], security={})
+    @spec.validate(resp=Answers(HTTP_200=Health), tags=["operations"], security={})
     def on_get(self, req, resp):
         """Liveness: the process answers."""
         resp.media = {"status": "ok"}
@@ -233,7 +232,7 @@ class Readyz:
     def __init__(self, service):
         self.service = service
 
-    @spec.validate(resp=Response(HTTP_200=Health, **problems(503)), tags=["operations"],
+    @spec.validate(resp=Answers(HTTP_200=Health, **problems(503)), tags=["operations"],
                    security={})
     def on_get(self, req, resp):
         """Readiness: every open volume's store answers and its metadata is writable."""

@@ -154,6 +154,14 @@ def test_openapi_document_is_valid_3_1_and_covers_every_route(env):
     assert doc["paths"]["/healthz"]["get"]["security"] == []     # no authentication
     assert "security" not in doc["paths"]["/api/v1/files/{path}"]["get"]    # the global one
     assert {s for alt in doc["security"] for s in alt} == {"basic", "bearer"}
+    download = doc["paths"]["/api/v1/content/{path}"]["get"]["responses"]
+    assert list(download["404"]["content"]) == [PROBLEM]
+    assert download["206"]["content"]["*/*"]["schema"]["format"] == "binary"
+    move = doc["paths"]["/api/v1/move"]["post"]
+    assert list(move["responses"]["201"]["content"]) == ["application/json"]
+    schema = doc["components"]["schemas"][
+        move["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]]
+    assert {"from", "to", "overwrite"} <= set(schema["properties"])
 
 
 # -- files --
