@@ -158,10 +158,18 @@ class FileWriter:
     Until ``close`` returns, readers see the old content (or no file). ``abort`` (or an
     exception in ``close``) leaves the old content untouched. ``close`` returns once the blocks
     are fsynced in the cache and the metadata is committed: the write is then durable.
+
+    Under a quota, ``write`` raises ``NoSpace`` as soon as the content outgrows the room left
+    (the replaced content, ``old_size``, counts as freed), and so does the constructor when the
+    announced ``length`` or a new inode cannot fit. The caller then aborts; ``close`` checks
+    once more in the publishing transaction.
     """
 
     def __init__(self, vol: "Volume", parent: int, name: str, mtime: int | None = None,
-                 expect_etag: str | None = None, hashes: tuple[str, ...] = ()):
+                 expect_etag: str | None = None, hashes: tuple[str, ...] = (),
+                 old_size: int | None = None, length: int | None = None):
+        vol.check_room((length or 0) - (old_size or 0), 1 if old_size is None else 0)
+        self.old_size = old_size or 0
         self.vol = vol
         self.parent = parent
         self.name = name
@@ -178,8 +186,14 @@ class FileWriter:
     def write(self, data: bytes) -> int:
         if self.closed:
             raise ValueError("write to a closed FileWriter")
-        self._buf += data
         self.size += len(data)
+        if self.vol.max_bytes is not None:
+            try:
+                self.vol.check_room(self.size - self.old_size)
+            except errors.NoSpace:
+                self.size -= len(data)
+                raise
+        self._buf += data
         for algo in self._hash.values():
             algo.update(data)
         bs = self.vol.block_size

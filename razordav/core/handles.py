@@ -369,6 +369,8 @@ class OpenFiles:
             return
         storer, st.storer = st.storer or _BlockStorer(self.vol, None), None
         try:
+            if self.vol.max_bytes is not None:   # refuse before encoding; publishing rechecks
+                self.vol.check_room(st.size - self.tree.getattr(st.ino).size)
             for idx, block in st.blocks.items():
                 if idx not in st.submitted:
                     data = bytes(block)

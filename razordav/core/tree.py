@@ -2,8 +2,9 @@
 file's block list.
 
 Owns: inodes (POSIX attributes), directory entries (hard links allowed for non-directories),
-dead properties, xattrs, the extent map (block index -> block hash, holes are absent rows) and
-block reference counts. It never touches block bytes or the object store.
+dead properties, xattrs, the extent map (block index -> block hash, holes are absent rows),
+block reference counts, and the usage counters and limits of a quota (see ``_USAGE_SCHEMA``).
+It never touches block bytes or the object store.
 
 Names are preserved as given but looked up by their NFC form, so ``é`` typed on a Mac (NFD)
 and on Windows (NFC) is one file. A directory of any size is listed in one indexed query, and
@@ -88,6 +89,51 @@ TABLES = {
     "users": (("name", "tenant", "role", "hash", "created"), ("name",), ()),
     "tokens": (("id", "username", "label", "hash", "created"), ("id",), ()),
 }
+
+# Usage counters for quotas: one row, kept by triggers in the transaction of each change, so
+# ``usage()`` is O(1) and a quota is enforced where the change commits (parallel writers
+# cannot overshoot). Bytes are the logical sizes of regular files, each inode once (hard
+# links share it); files are all inodes but the root. Not journaled: counters are derived,
+# recomputed by every ``Tree()`` (a restore replays rows with INSERT OR REPLACE, whose
+# implicit delete fires no trigger). The limits are the opener's: ``Tree()`` clears them and
+# ``set_limits`` sets them; NULL is unlimited (NULL comparisons never raise).
+_USAGE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL, files INTEGER NOT NULL,
+    max_bytes INTEGER, max_files INTEGER);
+CREATE TRIGGER IF NOT EXISTS usage_inodes_i AFTER INSERT ON inodes WHEN NEW.ino != 1
+BEGIN UPDATE usage SET files = files + 1,
+    bytes = bytes + CASE WHEN (NEW.mode & 61440) = 32768 THEN NEW.size ELSE 0 END; END;
+CREATE TRIGGER IF NOT EXISTS usage_inodes_d AFTER DELETE ON inodes WHEN OLD.ino != 1
+BEGIN UPDATE usage SET files = files - 1,
+    bytes = bytes - CASE WHEN (OLD.mode & 61440) = 32768 THEN OLD.size ELSE 0 END; END;
+CREATE TRIGGER IF NOT EXISTS usage_inodes_size AFTER UPDATE OF size ON inodes
+    WHEN NEW.size IS NOT OLD.size AND (NEW.mode & 61440) = 32768
+BEGIN UPDATE usage SET bytes = bytes + NEW.size - OLD.size; END;
+CREATE TRIGGER IF NOT EXISTS usage_max_bytes BEFORE UPDATE OF bytes ON usage
+    WHEN NEW.bytes > OLD.bytes AND NEW.bytes > NEW.max_bytes
+BEGIN SELECT RAISE(ABORT, 'quota exceeded: bytes'); END;
+CREATE TRIGGER IF NOT EXISTS usage_max_files BEFORE UPDATE OF files ON usage
+    WHEN NEW.files > OLD.files AND NEW.files > NEW.max_files
+BEGIN SELECT RAISE(ABORT, 'quota exceeded: files'); END;
+"""
+_RECOUNT = ("INSERT OR REPLACE INTO usage SELECT 0, "
+            "COALESCE(SUM(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0), "
+            "COUNT(*), NULL, NULL FROM inodes WHERE ino != 1")
+
+
+@contextmanager
+def _quota_errors() -> Iterator[None]:
+    """A quota trigger's abort, as the core error faces report (507, ENOSPC)."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if str(exc).startswith("quota exceeded: "):
+            what = str(exc).rsplit(" ", 1)[1]
+            raise errors.NoSpace(f"quota exceeded: this volume may hold no more {what}") \
+                from None
+        raise
+
 
 _JOURNAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL);
@@ -181,7 +227,8 @@ class Tree:
         self._conns_lock = threading.Lock()
         c = self._conn()
         with self._lock:
-            c.executescript(_SCHEMA + _JOURNAL_SCHEMA + _triggers())
+            c.executescript(_SCHEMA + _JOURNAL_SCHEMA + _triggers() + _USAGE_SCHEMA)
+            c.execute(_RECOUNT)
             if c.execute("SELECT 1 FROM inodes WHERE ino = ?", (ROOT,)).fetchone() is None:
                 now = time.time_ns()
                 c.execute("BEGIN IMMEDIATE")
@@ -212,7 +259,7 @@ class Tree:
         """One write transaction: committed (and durable) on exit, rolled back on error."""
         if self.frozen:
             raise errors.VolumeError(self.frozen)
-        with self._lock:
+        with self._lock, _quota_errors():
             c = self._conn()
             if c.in_transaction:  # nested: the outer transaction commits
                 yield c
@@ -242,6 +289,20 @@ class Tree:
     def set_meta(self, key: str, value: str) -> None:
         with self.write() as c:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- usage and quota --
+
+    def usage(self) -> dict[str, int | None]:
+        """Counters and limits in O(1): bytes, files, max_bytes, max_files (None: none)."""
+        row = self._conn().execute(
+            "SELECT bytes, files, max_bytes, max_files FROM usage").fetchone()
+        return dict(zip(("bytes", "files", "max_bytes", "max_files"), row))
+
+    def set_limits(self, max_bytes: int | None, max_files: int | None) -> None:
+        """Refuse (``NoSpace``) any change that grows past a limit; shrinking is always
+        allowed, also while over a limit lowered below the usage."""
+        with self.write() as c:
+            c.execute("UPDATE usage SET max_bytes = ?, max_files = ?", (max_bytes, max_files))
 
     # -- reading the namespace --
 

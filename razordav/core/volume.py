@@ -7,7 +7,9 @@ for reading, a streaming writer, copy) and by inode (``tree`` for the namespace,
 
 It also owns the lifecycle around the parts: the volume descriptor ``volume.json`` in the
 store, the worker pool that encodes blocks, garbage collection of unreferenced blocks, and
-the clean-up after a crash (unlinked inodes, blocks never committed).
+the clean-up after a crash (unlinked inodes, blocks never committed). It sets the quota
+(``set_quota``) and refuses early what cannot fit (``check_room``); the tree enforces it
+where each change commits.
 
 Threading: all methods are safe to call from many threads. Per-inode locks serialise
 in-place writes to one file; ``Pins`` keeps GC away from blocks in use (see files.py).
@@ -65,6 +67,9 @@ class Volume:
         self._locks_lock = threading.Lock()
         self._open_readers: dict[int, int] = {}
         self._closed = False
+        # The quota, mirrored from the tree so that unlimited volumes skip every early check.
+        self.max_bytes: int | None = None
+        self.max_files: int | None = None
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike, store_url: str | None = None, *,
@@ -139,6 +144,49 @@ class Volume:
             except Exception as exc:  # the store is down: fsck --repair finds them later
                 log.warning("could not delete %d unfinished blocks from the store: %s",
                             len(stray), exc)
+
+    # -- quota --
+
+    def set_quota(self, max_bytes: int | None, max_files: int | None) -> None:
+        """Limit the logical bytes of all files and the number of inodes (None: unlimited,
+        the default). A change that would grow past a limit raises ``NoSpace`` and leaves
+        nothing behind; removing and shrinking always work, also over a lowered limit.
+        Limits last while this volume is open: whoever opens it sets them again."""
+        for value in (max_bytes, max_files):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise errors.InvalidArgument(f"a quota is a count >= 0 or None, not {value!r}")
+        self.tree.set_limits(max_bytes, max_files)
+        self.max_bytes, self.max_files = max_bytes, max_files
+
+    def usage(self) -> dict[str, int]:
+        """In O(1): ``bytes`` (logical size of all regular files, hard links once) and
+        ``files`` (inodes of every kind but the root)."""
+        u = self.tree.usage()
+        return {"bytes": u["bytes"], "files": u["files"]}
+
+    def room(self) -> int | None:
+        """Bytes that may still be added under the quota (0 when over it); None: no quota."""
+        if self.max_bytes is None:
+            return None
+        return max(0, self.max_bytes - self.tree.usage()["bytes"])
+
+    def check_room(self, more_bytes: int, more_files: int = 0) -> None:
+        """Refuse early (``NoSpace``) a change that would add more than the quota leaves.
+
+        Advice only, to fail before work is done: the transaction that publishes a change
+        checks again, and only that check holds against parallel writers."""
+        if self.max_bytes is None and self.max_files is None:
+            return
+        u = self.tree.usage()
+        if self.max_bytes is not None and more_bytes > 0 and \
+                u["bytes"] + more_bytes > self.max_bytes:
+            raise errors.NoSpace(f"quota exceeded: {u['bytes']} of {self.max_bytes} bytes "
+                                 f"used, {more_bytes} more do not fit")
+        if self.max_files is not None and more_files > 0 and \
+                u["files"] + more_files > self.max_files:
+            raise errors.NoSpace(f"quota exceeded: {u['files']} of {self.max_files} files "
+                                 "used")
 
     # -- namespace by path --
 
@@ -228,16 +276,21 @@ class Volume:
             return r.read()
 
     def open_write(self, path: str, mtime: int | None = None, expect_etag: str | None = None,
-                   hashes: tuple[str, ...] = ()) -> FileWriter:
+                   hashes: tuple[str, ...] = (), length: int | None = None) -> FileWriter:
         """A writer of a whole new content for ``path`` (created on close if missing);
-        ``hashes`` names whole-file checksums (hashlib names) to compute and keep."""
+        ``hashes`` names whole-file checksums (hashlib names) to compute and keep. With the
+        announced ``length``, a write that cannot fit the quota fails here, before any byte."""
         parent, name = self._parent(path)
+        old_size = None
         try:
-            if self.tree.lookup(parent, name).is_dir:
+            attr = self.tree.lookup(parent, name)
+            if attr.is_dir:
                 raise errors.IsADirectory(f"{path} is a directory")
+            old_size = attr.size
         except errors.NotFound:
             pass
-        return FileWriter(self, parent, name, mtime=mtime, expect_etag=expect_etag, hashes=hashes)
+        return FileWriter(self, parent, name, mtime=mtime, expect_etag=expect_etag, hashes=hashes,
+                          old_size=old_size, length=length)
 
     def write_file(self, path: str, data: bytes, mtime: int | None = None) -> Attr:
         with self.open_write(path, mtime=mtime) as w:
@@ -296,6 +349,7 @@ class Volume:
         bs = self.block_size
         end = offset + len(data)
         with self._rewriting(ino) as (attr, extents, storer):
+            self.check_room(end - attr.size)   # before encoding; the commit checks again
             for idx in range(offset // bs, (end - 1) // bs + 1):
                 start = idx * bs
                 block = bytearray(self._read_block(extents.get(idx),
