@@ -9,6 +9,10 @@ Sync-tool extras: ``X-OC-Mtime`` on PUT sets the file's mtime in the same commit
 content; ``OC-Checksum`` (SHA1/MD5) is verified before the new content is published, and
 whole-file checksums are exposed as ``{http://owncloud.org/ns}checksums``.
 
+Quotas: a PUT that cannot fit is a 507 with the reason, before its body is read when its
+Content-Length says so, and leaves the old file as it was; collections report RFC 4331's
+``quota-used-bytes`` and ``quota-available-bytes``.
+
 Threading: WsgiDAV calls from cheroot's worker threads; resources live for one request.
 """
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 OC_NS = "{http://owncloud.org/ns}"
 WIN_NS = "{urn:schemas-microsoft-com:}"
 CHECKSUMS = OC_NS + "checksums"
+QUOTA_PROPS = ("{DAV:}quota-available-bytes", "{DAV:}quota-used-bytes")
 
 
 @contextlib.contextmanager
@@ -104,6 +109,8 @@ class _Resource:
             el = etree.Element(name)
             etree.SubElement(el, OC_NS + "checksum").text = self.attr.hashes
             return el
+        if name in QUOTA_PROPS and not self.is_collection:
+            raise DAVError(HTTP_NOT_FOUND)   # RFC 4331 defines them on collections only
         if name.startswith("{DAV:}"):
             return super().get_property_value(name)
         ns, local = _split_clark(name)
@@ -219,6 +226,15 @@ class _Resource:
         return None
 
 
+# What a collection reports as available without a quota. RFC 4331 3 lets a server with no
+# quota omit the property but RECOMMENDS some value. Omitting it misleads clients: Windows'
+# WebClient then takes the capacity of the client's own system drive and refuses a copy
+# bigger than its free space (Microsoft KB 2386902), a macOS mount reports a size of 0, and
+# davfs2 shows odd figures. The bucket has no limit of its own, so we report a large, round amount that
+# every client parses (64-bit and JavaScript-number safe): 1 PiB.
+UNLIMITED_AVAILABLE = 1 << 50
+
+
 def _split_clark(name: str) -> tuple[str, str]:
     if name.startswith("{"):
         ns, local = name[1:].split("}", 1)
@@ -239,6 +255,18 @@ class FolderResource(_Resource, DAVCollection):
 
     def get_member_names(self):
         return [name for name, _ in self._listing()]
+
+    # RFC 4331 quota properties, on collections only (the RFC defines them there). The quota
+    # is the volume's (a tenant's), so every collection reports the same figures.
+
+    def get_used_bytes(self):
+        with _translate():
+            return self.vol.usage()["bytes"]
+
+    def get_available_bytes(self):
+        with _translate():
+            room = self.vol.room()
+        return UNLIMITED_AVAILABLE if room is None else room
 
     def _listing(self):
         with _translate():
@@ -368,9 +396,12 @@ class PutStream:
             self.expected_length = int(environ["CONTENT_LENGTH"])
         self.checksum = _parse_checksum(environ.get("HTTP_OC_CHECKSUM"))
         with _translate():
+            # With a Content-Length, a body that cannot fit the quota is refused (507) before
+            # a byte of it is read; cheroot then drains it, as HTTP/1.1 wants.
             self.writer = res.vol.open_write(
                 res.path, mtime=int(mtime) * 10**9 if mtime else None,
-                hashes=(self.checksum[0],) if self.checksum else ())
+                hashes=(self.checksum[0],) if self.checksum else (),
+                length=self.expected_length)
         res._put = self
 
     def write(self, data: bytes) -> None:
