@@ -557,7 +557,23 @@ class RazorOps(pyfuse3.Operations):
         s.f_files = fig["inodes"] + (1 << 32)
         s.f_ffree = s.f_favail = 1 << 32
         s.f_namemax = 255
+        self._apply_quota(s, free)
         return s
+
+    def _apply_quota(self, s: pyfuse3.StatvfsData, free: int) -> None:
+        """Under a quota, df shows the quota: its size, and what is left of it (or of the
+        cache's room, if that is less); the file counts likewise."""
+        vol = self.vol
+        if vol.max_bytes is None and vol.max_files is None:
+            return
+        used = vol.usage()
+        if vol.max_bytes is not None:
+            s.f_blocks = vol.max_bytes // s.f_frsize
+            left = min(free, max(0, vol.max_bytes - used["bytes"]))
+            s.f_bfree = s.f_bavail = left // s.f_frsize
+        if vol.max_files is not None:
+            s.f_files = vol.max_files
+            s.f_ffree = s.f_favail = max(0, vol.max_files - used["files"])
 
     # -- shutdown --
 
