@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fix reference counts, re-upload from cache, delete orphans")
     fsck.add_argument("--takeover", action="store_true",
                       help="run even though another gateway holds the lease")
+
+    from .service import admin_cli
+    admin_cli.add_subcommands(sub, _common)
     return parser
 
 
@@ -515,8 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(opts, args.verbose, args.quiet)
     _pin_malloc_threshold()
     try:
+        from .service.admin_cli import COMMANDS as admin_commands
         commands = {"serve": cmd_serve, "mount": cmd_mount, "restore": cmd_restore,
-                    "stats": cmd_stats, "fsck": cmd_fsck}
+                    "stats": cmd_stats, "fsck": cmd_fsck, **admin_commands}
         return commands[args.command](opts, args)
     except UserError as exc:
         print(f"razordav: error: {exc}", file=sys.stderr)

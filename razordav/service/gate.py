@@ -34,6 +34,7 @@ import time
 
 from wsgidav.dc.base_dc import BaseDomainController
 
+from ..core import errors
 from . import PRINCIPAL_KEY, Principal
 from .tenants import tenant_data_dir, tenant_store_url
 
@@ -132,11 +133,10 @@ class RegistryDC(TrustedDC):
         self.registry = registry
 
     def basic_auth_user(self, realm, user_name, password, environ):
-        user = self.registry.verify_password(user_name, password)
-        if user is None:
+        principal = self.registry.principal(user_name, password)
+        if principal is None:
             return False
-        environ[PRINCIPAL_KEY] = Principal(user.name, user.tenant, user.role,
-                                           "token" if password.startswith("rzt_") else "basic")
+        environ[PRINCIPAL_KEY] = principal
         return True
 
 
@@ -217,7 +217,10 @@ class Gate:
                            f"user {principal.user} belongs to no tenant")
         try:
             app = self.service.dav_app(principal.tenant)
-        except Exception as exc:   # a tenant deleted meanwhile, or its store unreachable
+        except errors.NotFound:    # a tenant deleted meanwhile, or a token's unknown tenant
+            return _answer(start_response, "403 Forbidden",
+                           f"tenant {principal.tenant} does not exist")
+        except Exception as exc:   # its store unreachable
             log.warning("tenant %s cannot be opened: %s", principal.tenant, exc)
             return _answer(start_response, "503 Service Unavailable",
                            f"tenant {principal.tenant} is not available")
