@@ -154,7 +154,7 @@ class Volume:
         Limits last while this volume is open: whoever opens it sets them again."""
         for value in (max_bytes, max_files):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 0):
+                                      or not 0 <= value < 1 << 63):   # SQLite's INTEGER
                 raise errors.InvalidArgument(f"a quota is a count >= 0 or None, not {value!r}")
         self.tree.set_limits(max_bytes, max_files)
         self.max_bytes, self.max_files = max_bytes, max_files

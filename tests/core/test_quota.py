@@ -320,7 +320,7 @@ def test_no_quota_again(vol):
     assert vol.room() is None
 
 
-@pytest.mark.parametrize("bad", [-1, "10", 1.5, True])
+@pytest.mark.parametrize("bad", [-1, "10", 1.5, True, 1 << 63])
 def test_bad_quota_values_are_refused(vol, bad):
     with pytest.raises(errors.InvalidArgument):
         vol.set_quota(bad, None)
