@@ -19,9 +19,10 @@ does the HTTP side itself and hands the tenant's WsgiDAV app the user name throu
 ``trusted_auth_header`` (an environ key no HTTP header can set). Lock tokens are bound to
 that user name by WsgiDAV.
 
-Failures slow the next attempts down (``Backoff``): after a few failures from one address,
-or for one user, attempts within a doubling window (capped at a minute) get 429 without a
-password check, so guessing is slow and the real user is locked out for a minute at most.
+Failures slow the next attempts down (``Backoff``): after 5 failures for one user name, or
+20 from one address, attempts within a doubling window (capped at a minute) get 429 without
+a password check, so guessing is slow and the real user waits a minute at most after the
+guessing stops.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ class Gate:
         self.api_app = api_app
         self.metrics_app = metrics_app
         self.metrics_token = metrics_token
-        self.backoff = Backoff()
+        # An address may hide many people (NAT, a proxy): it gets more tries than a name.
+        self.backoff = {"addr": Backoff(free=20), "user": Backoff(free=5)}
         schemes = ([f'Basic realm="{REALM}", charset="UTF-8"'] if basic else []) + \
             ([f'Bearer realm="{REALM}"'] if jwt is not None else [])
         self._challenges = [("WWW-Authenticate", s) for s in schemes]
@@ -249,13 +251,14 @@ class Gate:
         return None, 0.0
 
     def _checked(self, environ, user: str | None, check) -> tuple[Principal | None, float]:
-        keys = ["addr:" + environ.get("REMOTE_ADDR", "")] + ([f"user:{user}"] if user else [])
-        wait = max(self.backoff.wait(k) for k in keys)
+        keys = [("addr", environ.get("REMOTE_ADDR", ""))] + ([("user", user)] if user else [])
+        wait = max(self.backoff[kind].wait(key) for kind, key in keys)
         if wait:
             return None, wait
         principal = check() or None
-        for key in keys:
-            (self.backoff.succeeded if principal else self.backoff.failed)(key)
+        for kind, key in keys:
+            backoff = self.backoff[kind]
+            (backoff.succeeded if principal else backoff.failed)(key)
         if principal is None:
             log.info("failed login from %s%s", environ.get("REMOTE_ADDR", "?"),
                      f" as {user!r}" if user else "")

@@ -1,0 +1,87 @@
+"""``serve --auth basic,jwt`` with a local OIDC provider: Bearer tokens on WebDAV, the
+REST API and /metrics; forged tokens and unknown tenants refused; health without auth."""
+
+import pytest
+import requests
+
+from tests.razor import RazorServer
+from tests.service.issuer import LocalIssuer
+from tests.service.test_gate import PASSWORDS, setup_registry
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    with LocalIssuer() as iss:
+        yield iss
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, issuer):
+    data = tmp_path_factory.mktemp("gatejwt") / "data"
+    setup_registry(data)
+    srv = RazorServer(data, extra=["--auth", "basic,jwt", "--oidc-issuer", issuer.url,
+                                   "--jwt-audience", issuer.audience]).start()
+    yield srv
+    srv.stop()
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_bearer_token_reaches_its_tenant(server, issuer):
+    basic = requests.put(server.url + "/shared.txt", data=b"acme", auth=("alice",
+                                                                        PASSWORDS["alice"]))
+    assert basic.status_code == 201
+    token = issuer.token(claims={"sub": "dana"})
+    r = requests.get(server.url + "/shared.txt", headers=bearer(token))
+    assert r.status_code == 200 and r.content == b"acme"
+    assert requests.put(server.url + "/by-dana.txt", data=b"d",
+                        headers=bearer(token)).status_code == 201
+    r = requests.get(server.url + "/api/v1/files/", headers=bearer(token))
+    assert r.status_code == 200 and "by-dana.txt" in r.text
+    token = issuer.token(claims={"sub": "eve", "tenant": "globex"}, key="ec")
+    assert requests.get(server.url + "/shared.txt", headers=bearer(token)).status_code == 404
+
+
+def test_reader_role_from_the_token(server, issuer):
+    token = issuer.token(claims={"sub": "ron", "role": "reader"})
+    assert requests.get(server.url + "/", headers=bearer(token)).status_code == 200
+    assert requests.put(server.url + "/r.txt", data=b"r",
+                        headers=bearer(token)).status_code == 403
+
+
+@pytest.mark.parametrize("claims", [{"exp": 1}, {"aud": "another-service"},
+                                    {"iss": "http://evil.example"}, {"tenant": None}])
+def test_forged_or_foreign_tokens_get_401(server, issuer, claims):
+    token = issuer.token(claims=claims)
+    r = requests.get(server.url + "/shared.txt", headers=bearer(token))
+    assert r.status_code == 401
+    assert 'Bearer realm="razordav"' in r.headers.get("WWW-Authenticate", "") or \
+        "Bearer" in str(r.headers)
+
+
+def test_alg_none_and_hs256_get_401(server, issuer):
+    import jwt
+    claims = issuer.claims()
+    none = jwt.encode(claims, None, algorithm="none")
+    assert requests.get(server.url + "/", headers=bearer(none)).status_code == 401
+    assert requests.get(server.url + "/", headers=bearer("garbage.garbage.garbage")) \
+        .status_code == 401
+
+
+def test_unknown_tenant_in_a_valid_token_is_403(server, issuer):
+    token = issuer.token(claims={"sub": "x", "tenant": "initech"})
+    r = requests.get(server.url + "/", headers=bearer(token))
+    assert r.status_code == 403 and "initech" in r.text
+
+
+def test_health_without_auth_metrics_for_admins(server, issuer):
+    assert requests.get(server.url + "/healthz").status_code == 200
+    assert requests.get(server.url + "/readyz").status_code == 200
+    assert requests.get(server.url + "/metrics").status_code == 401
+    assert requests.get(server.url + "/metrics", auth=("alice", PASSWORDS["alice"])) \
+        .status_code == 403
+    r = requests.get(server.url + "/metrics", auth=("root", PASSWORDS["root"]))
+    assert r.status_code == 200 and "razordav_http_requests_total" in r.text
+    assert 'tenant="acme"' in r.text
