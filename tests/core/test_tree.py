@@ -132,6 +132,20 @@ def test_unlink_keeps_open_inode_until_purged(tree):
         tree.getattr(f.ino)
 
 
+def test_rmdir_and_rename_keep_an_open_directory_until_purged(tree):
+    d = tree.mkdir(ROOT, "d")
+    tree.rmdir(ROOT, "d", keep={d.ino})
+    assert tree.getattr(d.ino).nlink == 0 and tree.getattr(ROOT).nlink == 2
+    assert check_tree(tree) == []   # an open, removed directory is not a broken tree
+    assert tree.purge_if_unlinked(d.ino)
+    a, b = tree.mkdir(ROOT, "a"), tree.mkdir(ROOT, "b")
+    assert tree.rename(ROOT, "a", ROOT, "b", keep={b.ino}) == b.ino
+    assert tree.getattr(b.ino).nlink == 0 and tree.lookup(ROOT, "b").ino == a.ino
+    assert tree.purge_if_unlinked(b.ino)
+    with pytest.raises(errors.NotFound):
+        tree.getattr(b.ino)
+
+
 def test_nfc_and_nfd_name_the_same_file(tree):
     nfd = unicodedata.normalize("NFD", "café.txt")
     nfc = unicodedata.normalize("NFC", "café.txt")
