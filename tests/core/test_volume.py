@@ -185,11 +185,15 @@ def test_reader_during_rewrite_sees_old_or_new_never_a_mix(vol):
     t = threading.Thread(target=rewrite)
     t.start()
     try:
-        for _ in range(150):
+        # read until the rewrites were seen interleaving (bounded: a loaded machine may
+        # schedule the rewriter late), at least 150 reads
+        reads = 0
+        while reads < 150 or (len(seen) < 3 and reads < 5000):
             data = vol.read_file("/f")
             if data not in versions:
                 bad.append(len(data))
             seen.add(data[:1])
+            reads += 1
     finally:
         stop.set()
         t.join()
