@@ -1,4 +1,5 @@
 """``razordav mount``: mounting, clean unmounts (SIGTERM, fusermount3 -u), clear errors."""
+import errno
 import os
 import subprocess
 import sys
@@ -78,3 +79,27 @@ def test_no_dev_fuse_is_one_clear_line(tmp_path):
     assert r.stderr.startswith("razordav: error: FUSE is not available") or \
         r.stderr.startswith("razordav: error: FUSE is not permitted"), r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_mount_one_tenant_with_its_quota(tmp_path):
+    data = tmp_path / "data"
+    r = razordav("tenant", "add", "acme", "--quota", "2M", "--data-dir", str(data))
+    assert r.returncode == 0, r.stderr
+    m = RazorMount(data, tmp_path / "mnt", extra=["--tenant", "acme"]).start()
+    try:
+        st = os.statvfs(m.mountpoint)
+        assert st.f_blocks * st.f_frsize == 2 << 20
+        with open(os.path.join(m.mountpoint, "a"), "wb") as f:
+            f.write(b"a" * 1000)
+        try:
+            with open(os.path.join(m.mountpoint, "big"), "wb") as f:
+                f.write(b"b" * (3 << 20))
+            raise AssertionError("a write over the quota was accepted")
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    finally:
+        m.stop()
+    assert (data / "tenants" / "acme" / "meta.db").exists()
+    r = razordav("mount", "-f", "--tenant", "initech", "--data-dir", str(data),
+                 str(tmp_path / "mnt"))
+    assert r.returncode == 1 and "no tenant 'initech'" in r.stderr
