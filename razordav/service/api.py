@@ -223,14 +223,17 @@ class Content(_Volumes):
                    path_parameter_descriptions=PATH_DOC)
     def on_put(self, req, resp, path=""):
         """Replace the file's bytes with the body, streamed; the old content stays until the
-        whole body has arrived (Content-Length checked), and on any error."""
+        whole body has arrived (Content-Length checked), and on any error (507: over the
+        tenant's quota)."""
         p, vol = vol_path(req, path), self.vol(req)
         if bad_length(req.env):
             raise falcon.HTTPBadRequest(description=bad_length(req.env).decode())
         chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
         expected = None if chunked else int(req.env.get("CONTENT_LENGTH") or 0)
         existed = _exists(vol, p)
-        writer = vol.open_write(p)
+        # With a Content-Length, a body that cannot fit the quota is a 507 before a byte of
+        # it is read; the publish checks again (chunked bodies, parallel writers).
+        writer = vol.open_write(p, length=expected)
         try:
             _pump(req.stream, writer, expected)
             if expected is not None and writer.size != expected:

@@ -145,8 +145,8 @@ class TenantItem(_Admin):
         body: TenantLimits = req.context.json
         tenant = self.registry.set_tenant_limits(name, body.quota_bytes, body.max_files)
         vol = self.service.volumes().get(name)
-        if vol is not None and hasattr(vol, "set_quota"):
-            vol.set_quota(tenant.quota_bytes, tenant.max_files)   # open now: applies at once
+        if vol is not None:         # open now: the new limits apply at once
+            vol.set_quota(tenant.quota_bytes, tenant.max_files)
         audit(principal_of(req), "tenant.limits", name, quota_bytes=tenant.quota_bytes,
               max_files=tenant.max_files)
         resp.media = asdict(tenant)

@@ -482,6 +482,26 @@ def test_tenants_do_not_see_each_other(env):
     assert list(stats) == ["globex"]
 
 
+def test_quota_overflow_is_507_and_leaves_nothing(env):
+    vol = env["vols"]["globex"]
+    put(env, "/kept", b"k" * 1000, headers=GLOBEX)
+    used = vol.usage()["bytes"]
+    vol.set_quota(used + 10_000, None)
+    try:
+        problem(put(env, "/too-big", b"x" * 20_000, headers=GLOBEX), 507)   # early
+        chunks = (b"y" * 5000 for _ in range(4))                          # at publish
+        assert problem(put(env, "/too-big", chunks, headers=GLOBEX), 507)["code"] == "NoSpace"
+        problem(call(env, "GET", "/api/v1/files/too-big", headers=GLOBEX), 404)
+        problem(put(env, "/kept", b"z" * 20_000, headers=GLOBEX), 507)
+        assert vol.read_file("/kept") == b"k" * 1000
+        assert put(env, "/fits", b"f" * 6000, headers=GLOBEX).status_code == 201
+        problem(call(env, "POST", "/api/v1/copy", headers=GLOBEX,
+                     json={"from": "/fits", "to": "/fits-2"}), 507)
+        assert vol.usage()["bytes"] == used + 6000
+    finally:
+        vol.set_quota(None, None)
+
+
 # -- admin --
 
 def test_tenant_crud(env, caplog):
@@ -500,13 +520,15 @@ def test_tenant_crud(env, caplog):
     r = call(env, "PATCH", "/api/v1/tenants/initech", headers=ADMIN, json={"max_files": 5})
     assert r.json() == {**r.json(), "quota_bytes": None, "max_files": 5}
     assert call(env, "GET", "/api/v1/tenants/initech", headers=ADMIN).json()["max_files"] == 5
+    r = call(env, "PATCH", "/api/v1/tenants/initech", headers=ADMIN, json={"quota_bytes": 0})
+    assert r.json()["quota_bytes"] == 0 and r.json()["max_files"] is None
     assert call(env, "DELETE", "/api/v1/tenants/initech", headers=ADMIN).status_code == 204
     problem(call(env, "GET", "/api/v1/tenants/initech", headers=ADMIN), 404)
     problem(call(env, "DELETE", "/api/v1/tenants/initech", headers=ADMIN), 404)
     problem(call(env, "PATCH", "/api/v1/tenants/initech", headers=ADMIN, json={}), 404)
     actions = [json.loads(r.getMessage())["action"] for r in caplog.records
                if r.name == "razordav.audit"]
-    assert actions == ["tenant.add", "tenant.limits", "tenant.del"]
+    assert actions == ["tenant.add", "tenant.limits", "tenant.limits", "tenant.del"]
 
 
 def test_user_crud_and_passwords(env, caplog):
@@ -562,6 +584,21 @@ def test_tokens(env, caplog):
     assert reg.verify_password("tina", token) is None
     problem(call(env, "DELETE", f"/api/v1/tokens/{token_id}", headers=ADMIN), 404)
     assert token not in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_new_limits_reach_an_open_volume(env):
+    vol = env["vols"]["globex"]
+    call(env, "POST", "/api/v1/tenants", headers=ADMIN, json={"name": "globex"})
+    try:
+        r = call(env, "PATCH", "/api/v1/tenants/globex", headers=ADMIN,
+                 json={"quota_bytes": 1, "max_files": 1000})
+        assert r.status_code == 200
+        assert (vol.max_bytes, vol.max_files) == (1, 1000)
+        problem(put(env, "/over", b"xx", headers=GLOBEX), 507)
+    finally:
+        call(env, "PATCH", "/api/v1/tenants/globex", headers=ADMIN, json={})
+        call(env, "DELETE", "/api/v1/tenants/globex", headers=ADMIN)
+    assert (vol.max_bytes, vol.max_files) == (None, None)
 
 
 def test_admin_routes_without_a_registry_are_501(env):
