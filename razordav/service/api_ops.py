@@ -1,7 +1,7 @@
 """The REST API's operator routes: figures, background jobs, liveness and readiness.
 
-    GET  /api/v1/stats       ``Volume.figures()`` of the caller's tenant; an admin gets every
-                             open volume's
+    GET  /api/v1/stats       ``Volume.figures()`` and the quota of the caller's tenant; an
+                             admin gets every open volume's
     POST /api/v1/jobs        start fsck or GC on the caller's tenant's volume, in a thread
     GET  /api/v1/jobs        the jobs the caller may see; GET /api/v1/jobs/{id}: one
     GET  /healthz            200 while the process answers (no authentication)
@@ -158,13 +158,19 @@ class StatsRoute:
 
     @spec.validate(resp=Answers(HTTP_200=Stats, **problems(403)), tags=["operations"])
     def on_get(self, req, resp):
-        """Cache, upload queue, blocks, compression and journal figures per volume."""
+        """Cache, upload queue, blocks, compression, journal and quota figures per volume."""
         principal = principal_of(req)
         if principal.role == "admin":
             volumes = self.service.volumes()
         else:
             volumes = {principal.tenant: tenant_volume(self.service, principal)}
-        resp.media = {"volumes": {name: _plain(vol.figures()) for name, vol in volumes.items()}}
+        resp.media = {"volumes": {name: _figures(vol) for name, vol in volumes.items()}}
+
+
+def _figures(vol) -> dict:
+    """``Volume.figures()``, and the quota with what it counts (bytes and files used)."""
+    quota = {"max_bytes": vol.max_bytes, "max_files": vol.max_files, **vol.usage()}
+    return _plain({**vol.figures(), "quota": quota})
 
 
 def _plain(value):

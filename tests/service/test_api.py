@@ -617,6 +617,8 @@ def test_stats(env):
     for key in ("cache_bytes", "dirty_bytes", "upload_queue", "logical_bytes",
                 "block_stored_bytes", "compression"):
         assert key in mine["acme"], key
+    quota = mine["acme"]["quota"]
+    assert quota["max_bytes"] is None and quota["bytes"] == env["vols"]["acme"].usage()["bytes"]
     everything = call(env, "GET", "/api/v1/stats", headers=ADMIN).json()["volumes"]
     assert set(everything) == {"acme", "globex"}
 
