@@ -3,7 +3,11 @@ with (it writes the OpenAPI document from those declarations), the problem model
 one table that turns errors into RFC 9457 ``application/problem+json`` answers, the role
 check every route passes, and the audit hook.
 
-Threading: ``make_api`` runs once at start-up; everything here is read-only afterwards.
+spectree is used as designed, through one module-level ``SpecTree`` whose decorators the
+route classes carry; it writes the document once, from the first app registered with it
+(every app ``make_api`` builds has the same routes).
+
+Threading: ``make_api`` runs at start-up; everything here is read-only afterwards.
 """
 
 from __future__ import annotations
