@@ -25,7 +25,8 @@ from typing import Literal
 import falcon
 from pydantic import BaseModel, Field
 
-from .api_common import API, Answers, audit, principal_of, problems, spec
+from .api_common import API, Answers, principal_of, problems, spec
+from .metrics import audit
 
 ADMIN_ERRORS = problems(400, 403, 404, 501)
 

@@ -1,7 +1,7 @@
 """What the REST API's route modules share: the one ``SpecTree`` their routes are declared
 with (it writes the OpenAPI document from those declarations), the problem model and the
 one table that turns errors into RFC 9457 ``application/problem+json`` answers, the role
-check every route passes, and the audit hook.
+check every route passes, and the limit on JSON bodies.
 
 spectree is used as designed, through one module-level ``SpecTree`` whose decorators the
 route classes carry; it writes the document once, from the first app registered with it
@@ -186,15 +186,3 @@ class BodyLimit:
             return
         raise falcon.HTTPContentTooLarge(description=f"a request body here may be at most "
                                                      f"{MAX_JSON} bytes")
-
-
-def audit(principal: Principal, action: str, target: str, **details) -> None:
-    """Record an admin action through the metrics module's audit log when it is there."""
-    try:
-        from .metrics import audit as metrics_audit
-    except ImportError:
-        logging.getLogger("razordav.audit").info(
-            "%s", json.dumps({"user": principal.user, "tenant": principal.tenant,
-                              "action": action, "target": target, **details}, default=str))
-        return
-    metrics_audit(principal, action, target, **details)
