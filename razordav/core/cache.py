@@ -429,7 +429,8 @@ class BlockCache:
                 "upload_queue": len(self._queue) + len(self._uploading),
                 "upload_oldest_age": None if oldest is None else max(0.0, time.time() - oldest),
                 "hit_rate": hits / (hits + misses) if hits + misses else None,
-                "last_store_error": self.last_error, **self.stats,
+                "last_store_error": self.last_error, "hits": hits, "misses": misses,
+                **self.stats,
             }
 
     def close(self) -> None:

@@ -460,8 +460,16 @@ class Volume:
         comp = self.codec.snapshot()
         raw = sum(k["bytes_in"] for k in comp.values())
         stored = sum(k["bytes_stored"] for k in comp.values())
+        tree = self.tree.stats()
+        counts = getattr(self.store, "request_counts", dict)()
         return {"volume_id": self.volume_id, "block_size": self.block_size,
-                **self.tree.stats(), **self.cache.figures(),
+                **tree, **self.cache.figures(),
+                # logical bytes per unique block byte: 2.0 means every block is stored once
+                # for two uses
+                "dedup_ratio": tree["logical_bytes"] / tree["block_raw_bytes"]
+                if tree["block_raw_bytes"] else None,
+                "store_requests": {op: {"calls": n, "failed": f}
+                                   for op, (n, f) in counts.items()},
                 "journal_pending": self.shipper.pending() if self.shipper else None,
                 "journal_last_ship": self.shipper.last_ship if self.shipper else None,
                 "journal_error": self.shipper.last_error if self.shipper else None,
