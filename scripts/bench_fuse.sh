@@ -342,7 +342,9 @@ done
 
 echo
 echo "FUSE benchmark: $(nproc) cores, $(uname -r), SeaweedFS $(weed version 2>/dev/null | awk '{print $3; exit}'), $(rclone version 2>/dev/null | head -1)"
-echo "rclone: --vfs-cache-mode full; plain dir: $(df --output=fstype "$TMP" | tail -1) under ${BENCH_DIR:-/tmp}"
+echo "rclone: --vfs-cache-mode full (its fsync(2) is a no-op: strace shows no fsync of its cache"
+echo "file, so its end_fsync write is not durable; 'write until uploaded' compares like with like)"
+echo "plain dir: $(df --output=fstype "$TMP" | tail -1) under ${BENCH_DIR:-/tmp}"
 echo "razordav at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" status --porcelain razordav 2>/dev/null | grep -q . && echo ' + uncommitted changes'); load average at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 "${UTIL[@]}" table "$RESULTS"
