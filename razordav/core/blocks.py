@@ -191,6 +191,11 @@ class BlockCodec:
             return {k: vars(v).copy() for k, v in self.stats.items()}
 
 
+def is_raw(data: bytes) -> bool:
+    """Whether a stored object holds its bytes uncompressed after the header."""
+    return len(data) >= HEADER.size and data[:4] == MAGIC and data[5] == CODEC_RAW
+
+
 def block_key(name: bytes) -> str:
     """The object key of a block: blocks/<first two hex digits>/<hex name>."""
     h = name.hex()

@@ -277,23 +277,15 @@ class FileReader:
             self._read_ahead(last + 1)
         parts = []
         for idx in range(first, last + 1):
-            block = self._block(idx)
             lo = offset - idx * bs if idx == first else 0
             hi = end - idx * bs if idx == last else bs
-            parts.append(block[lo:hi])
+            name = self.extents.get(idx)
+            piece = b"" if name is None else self.vol.cache.read(name, lo, hi - lo)
+            if len(piece) < hi - lo:   # a hole, or a block shorter than the file there
+                piece += bytes(hi - lo - len(piece))
+            parts.append(piece)
         self._next_seq = end
         return b"".join(parts)
-
-    def _block(self, idx: int) -> bytes:
-        bs = self.vol.block_size
-        want = min(bs, self.size - idx * bs)
-        name = self.extents.get(idx)
-        if name is None:
-            return bytes(want)
-        raw = self.vol.cache.get(name)
-        if len(raw) < want:
-            raw += bytes(want - len(raw))
-        return raw
 
     def _read_ahead(self, start: int) -> None:
         n = self.vol.readahead

@@ -74,6 +74,9 @@ class _Inode:
         self.cut: int | None = None           # lowest size truncated to since the last commit
         self.dirty_since: float | None = None
         self.reader: FileReader | None = None
+        self.readers_lock = threading.Lock()   # guards ``reading`` and ``retired``
+        self.reading = 0                      # reads of ``reader`` running without ``lock``
+        self.retired: list[FileReader] = []   # readers replaced while a read used them
 
     @property
     def dirty(self) -> bool:
@@ -167,25 +170,36 @@ class OpenFiles:
     def read(self, ino: int, offset: int, length: int) -> bytes:
         st = self._use(ino)
         with st.lock:
-            if not st.dirty:
-                return self._reader(st).pread(offset, length)
-            end = min(offset + length, st.size)
-            if offset >= end:
-                return b""
-            parts = []
-            bs = self.bs
-            for idx in range(offset // bs, (end - 1) // bs + 1):
-                start = idx * bs
-                lo, hi = max(offset, start) - start, min(end, start + bs) - start
-                block = st.blocks.get(idx)
-                if block is None:
-                    piece = self._committed(st, start + lo, hi - lo)
-                else:
-                    piece = bytes(block[lo:hi])
-                if len(piece) < hi - lo:
-                    piece += bytes(hi - lo - len(piece))
-                parts.append(piece)
-            return b"".join(parts)
+            if st.dirty:
+                return self._read_buffered(st, offset, length)
+            reader = self._reader(st)
+            with st.readers_lock:
+                st.reading += 1
+        # Committed content: read outside the inode's lock, so the kernel's parallel
+        # read-ahead requests run in parallel; the reader stays open meanwhile.
+        try:
+            return reader.pread(offset, length)
+        finally:
+            self._done_reading(st)
+
+    def _read_buffered(self, st: _Inode, offset: int, length: int) -> bytes:
+        end = min(offset + length, st.size)
+        if offset >= end:
+            return b""
+        parts = []
+        bs = self.bs
+        for idx in range(offset // bs, (end - 1) // bs + 1):
+            start = idx * bs
+            lo, hi = max(offset, start) - start, min(end, start + bs) - start
+            block = st.blocks.get(idx)
+            if block is None:
+                piece = self._committed(st, start + lo, hi - lo)
+            else:
+                piece = bytes(block[lo:hi])
+            if len(piece) < hi - lo:
+                piece += bytes(hi - lo - len(piece))
+            parts.append(piece)
+        return b"".join(parts)
 
     def _reader(self, st: _Inode) -> FileReader:
         """A reader of the committed content, opened again when that content changed."""
@@ -196,9 +210,23 @@ class OpenFiles:
         return st.reader
 
     def _drop_reader(self, st: _Inode) -> None:
+        """Close the inode's reader, or leave that to the last read still using it."""
         if st.reader is not None:
-            st.reader.close()
+            with st.readers_lock:
+                if st.reading:
+                    st.retired.append(st.reader)
+                else:
+                    st.reader.close()
             st.reader = None
+
+    def _done_reading(self, st: _Inode) -> None:
+        with st.readers_lock:
+            st.reading -= 1
+            retired = st.retired if st.reading == 0 else []
+            if retired:
+                st.retired = []
+        for reader in retired:
+            reader.close()
 
     def _committed(self, st: _Inode, offset: int, length: int) -> bytes:
         """Committed bytes as this buffer sees them: zeros past ``cut``, short past the end."""

@@ -256,7 +256,8 @@ class Tree:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed (and durable) on exit, rolled back on error."""
+        """One write transaction: committed (and durable, unless this thread is inside
+        ``deferred_sync``) on exit, rolled back on error."""
         if self.frozen:
             raise errors.VolumeError(self.frozen)
         with self._lock, _quota_errors():
@@ -264,13 +265,46 @@ class Tree:
             if c.in_transaction:  # nested: the outer transaction commits
                 yield c
                 return
+            deferred = getattr(self._local, "deferred", False)
+            if deferred:
+                c.execute("PRAGMA synchronous = NORMAL")
             c.execute("BEGIN IMMEDIATE")
             try:
                 yield c
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            finally:
+                if deferred and not c.in_transaction:
+                    c.execute("PRAGMA synchronous = FULL")
             c.execute("COMMIT")
+            if deferred:
+                c.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """Commits of this thread inside are atomic and survive a crash of the process, but
+        reach the disk only at the next ``sync`` (or a durable commit, or a checkpoint):
+        the promise of a local file system, whose metadata is durable after fsync. WAL
+        commits in order, so a later durable commit makes the earlier ones durable too."""
+        before = getattr(self._local, "deferred", False)
+        self._local.deferred = True
+        try:
+            yield
+        finally:
+            self._local.deferred = before
+
+    def sync(self) -> None:
+        """Make every commit so far durable: flush the write-ahead log."""
+        with self._lock:   # no commit half written while the log is flushed
+            try:
+                fd = os.open(self.path + "-wal", os.O_RDONLY)
+            except FileNotFoundError:
+                return   # everything is in the database file, synced at its checkpoint
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         with self._conns_lock:
@@ -525,6 +559,11 @@ class Tree:
 
     def purge_if_unlinked(self, ino: int) -> bool:
         """Delete an inode whose last link went while it was open; True if it was deleted."""
+        with self._lock:   # no write transaction of this process is half done while held
+            row = self._conn().execute("SELECT nlink FROM inodes WHERE ino = ?",
+                                       (ino,)).fetchone()
+            if row is None or row[0] > 0:
+                return False     # the common case, decided without a write transaction
         with self.write() as c:
             row = c.execute("SELECT nlink FROM inodes WHERE ino = ?", (ino,)).fetchone()
             if row is None or row[0] > 0:

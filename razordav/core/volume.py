@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat as st
 import threading
 import time
 import uuid
@@ -31,12 +30,12 @@ from pathlib import Path
 
 from .. import store as store_mod
 from . import errors
-from .blocks import BlockCodec, block_key, kind_of_name
+from .blocks import BlockCodec, block_key
 from .cache import BlockCache
 from .files import FileReader, FileWriter, Pins, _BlockStorer, content_etag
 from .journal import Shipper
 from .lease import Lease, gateway_id
-from .tree import ROOT, Attr, Tree, split_path
+from .tree import Attr, Tree, split_path
 
 log = logging.getLogger(__name__)
 

@@ -169,8 +169,15 @@ class RazorOps(pyfuse3.Operations):
         def done(fut):
             token.run_sync_soon(trio.lowlevel.reschedule, task, outcome.capture(fut.result))
 
-        self._pool.submit(fn, *args).add_done_callback(done)
+        self._pool.submit(self._deferred, fn, *args).add_done_callback(done)
         return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+    def _deferred(self, fn, *args):
+        """Metadata commits of a request are atomic at once and durable at the next fsync,
+        as on a local file system (a flush to disk per create or chmod would bound git and
+        tar to the disk's flush rate)."""
+        with self.tree.deferred_sync():
+            return fn(*args)
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
@@ -430,7 +437,11 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def fsync(self, fh, datasync):
-        await self._call(self.files.fsync, self._handles[fh])
+        await self._call(self._fsync, self._handles[fh])
+
+    def _fsync(self, ino: int) -> None:
+        self.files.fsync(ino)
+        self.tree.sync()
 
     @_translated
     async def release(self, fh):
@@ -483,7 +494,8 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def fsyncdir(self, fh, datasync):
-        """Nothing to do: every namespace change is committed (durably) before it returns."""
+        """Every namespace change is committed when it returns; this makes them durable."""
+        await self._call(self.tree.sync)
 
     # -- extended attributes --
 
@@ -580,6 +592,7 @@ class RazorOps(pyfuse3.Operations):
     def shutdown(self) -> None:
         """After the session ends: commit every buffer, drop the kernel's references."""
         self.files.close_all()
+        self.tree.sync()
         with self._lock:
             inos = list(self._refs)
             self._refs.clear()
