@@ -4,7 +4,11 @@ cheroot on 127.0.0.1 and driven the same way over HTTP.
 
 Measures PUT and GET of 1, 10 and 100 MiB, 1 000 small PUTs, PROPFIND depth 1 on 1 000
 entries, and the server's peak RSS (VmHWM) over a 1 GiB PUT + GET.
-Run: python scripts/bench_dav.py [--big-mib 1024] [--store local|seaweedfs]
+
+With ``--auth``: what authentication costs. Small GETs per second from 8 clients with no
+auth, Basic and JWT (goal: auth costs under 10 %), and 32 clients across 4 tenants doing
+mixed GET, PUT and PROPFIND (requests per second, p99, errors).
+Run: python scripts/bench_dav.py [--big-mib 1024] [--store local|seaweedfs] [--auth]
 """
 
 from __future__ import annotations
@@ -133,11 +137,122 @@ def run(server, big_mib: int) -> dict:
     return res
 
 
+def hammer(url: str, clients: int, seconds: float, auth_for, work) -> dict:
+    """``clients`` threads, each with its own session and credentials (``auth_for(n)`` ->
+    (requests auth, headers)), calling ``work(session, url, n, i)`` until time is up."""
+    import threading
+    lat, errors, lock = [], [0], threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(n):
+        s = requests.Session()
+        s.auth, headers = auth_for(n)
+        s.headers.update(headers)
+        i = 0
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            ok = work(s, url, n, i)
+            with lock:
+                lat.append(time.perf_counter() - t)
+                errors[0] += not ok
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat.sort()
+    return {"rps": len(lat) / (time.monotonic() - t0), "p99_ms": lat[int(len(lat) * .99)] * 1000,
+            "errors": errors[0], "requests": len(lat)}
+
+
+def auth_bench(tmp: str, seconds: float) -> None:
+    from tests.service.issuer import LocalIssuer
+    tenants = [f"t{i}" for i in range(4)]
+    users = {f"u{i}": (tenants[i % 4], f"pw-{i}-secret") for i in range(32)}
+
+    def cli(*args, stdin=None):
+        subprocess.run([sys.executable, "-m", "razordav.cli", *args, "--data-dir",
+                        os.path.join(tmp, "auth")], input=stdin, text=True, check=True,
+                       capture_output=True)
+    for t in tenants:
+        cli("tenant", "add", t)
+    for user, (tenant, pw) in users.items():
+        cli("user", "add", user, "--tenant", tenant, "--role", "writer", "--password-stdin",
+            stdin=pw + "\n")
+    small = os.urandom(4096)
+
+    def get_small(s, url, n, i):
+        return s.get(url + "/small.bin").status_code == 200
+
+    rows = {}
+    with LocalIssuer() as issuer:
+        anon = RazorServer(os.path.join(tmp, "anon")).start()
+        try:
+            requests.put(anon.url + "/small.bin", data=small).raise_for_status()
+            rows["none"] = hammer(anon.url, 8, seconds, lambda n: (None, {}), get_small)
+        finally:
+            anon.stop()
+        srv = RazorServer(os.path.join(tmp, "auth"), extra=[
+            "--auth", "basic,jwt", "--jwks-url", issuer.jwks_url, "--jwt-issuer",
+            issuer.issuer, "--jwt-audience", issuer.audience]).start()
+        try:
+            for user in ("u0", "u1", "u2", "u3"):
+                requests.put(srv.url + "/small.bin", data=small,
+                             auth=(user, users[user][1])).raise_for_status()
+            rows["basic"] = hammer(srv.url, 8, seconds,
+                                   lambda n: ((f"u{n % 4}", users[f"u{n % 4}"][1]), {}),
+                                   get_small)
+            tokens = {n: issuer.token(claims={"sub": f"jwt{n}", "tenant": tenants[n % 4]})
+                      for n in range(32)}
+            rows["jwt"] = hammer(srv.url, 8, seconds, lambda n: (
+                None, {"Authorization": f"Bearer {tokens[n]}"}), get_small)
+
+            def mixed(s, url, n, i):
+                op = i % 4
+                if op == 0:
+                    r = s.put(f"{url}/c{n}-{i % 20}.bin", data=small)
+                elif op == 3:
+                    r = s.request("PROPFIND", url + "/", headers={"Depth": "1"})
+                else:
+                    r = s.get(url + "/small.bin")
+                return r.status_code < 500
+            t = time.perf_counter()   # first logins: argon2 (slow on purpose), then cached
+            for user, (_, pw) in users.items():
+                requests.get(srv.url + "/", auth=(user, pw)).raise_for_status()
+            first_login_ms = (time.perf_counter() - t) / len(users) * 1000
+            tenant_mix = hammer(srv.url, 32, seconds, lambda n: (
+                (f"u{n}", users[f"u{n}"][1]), {}), mixed)
+        finally:
+            srv.stop()
+    print(f"small GETs (4 KiB), 8 clients, {seconds:.0f} s each, {os.cpu_count()} cores\n")
+    print(f"{'auth':8} {'req/s':>10} {'p99 ms':>8} {'errors':>7}  cost vs none")
+    for name, r in rows.items():
+        cost = 1 - r["rps"] / rows["none"]["rps"]
+        print(f"{name:8} {r['rps']:10.0f} {r['p99_ms']:8.1f} {r['errors']:7}  {cost:+.1%}"
+              + ("  (goal < 10 %)" if name != "none" else ""))
+    print(f"\nfirst Basic login of a user (argon2id, then cached): {first_login_ms:.0f} ms")
+    print(f"32 Basic clients across 4 tenants, mixed PUT/GET/PROPFIND, {seconds:.0f} s: "
+          f"{tenant_mix['rps']:.0f} req/s, p99 {tenant_mix['p99_ms']:.0f} ms, "
+          f"{tenant_mix['errors']} 5xx of {tenant_mix['requests']}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--store", choices=["local", "seaweedfs"], default="local")
+    ap.add_argument("--auth", action="store_true", help="only the authentication benchmark")
+    ap.add_argument("--seconds", type=float, default=10.0, help="per --auth measurement")
     args = ap.parse_args()
+    if args.auth:
+        tmp = tempfile.mkdtemp(prefix="rzd-benchauth-")
+        try:
+            auth_bench(tmp, args.seconds)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     tmp = tempfile.mkdtemp(prefix="rzd-benchdav-")
     weed = None
     try:

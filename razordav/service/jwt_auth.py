@@ -35,7 +35,9 @@ new dict, both valid). One lock only, so no lock order.
 
 from __future__ import annotations
 
+import hmac
 import http.client
+import os
 import json
 import logging
 import threading
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 SUPPORTED_ALGORITHMS = ("RS256", "ES256")
 KEYS_MAX_AGE = 300.0           # seconds before cached keys are fetched again on use
 MAX_TOKEN_CHARS = 16 * 1024   # a longer "token" is refused before parsing
+CACHE_SECONDS = 60.0          # a verified token is trusted this long without a new check
+CACHE_ENTRIES = 10_000
 MAX_DOCUMENT_BYTES = 1 << 20   # the discovery document is small; refuse a flood
 MAX_NAME_CHARS = 256           # a user name longer than this is not a name
 
@@ -106,11 +110,35 @@ class JwtAuthenticator:
         self._keys: dict[str, tuple[str, object]] = {}   # kid -> (algorithm, public key)
         self._fetched_at: float | None = None   # monotonic time of the last good fetch
         self._last_try: float | None = None     # monotonic time of the last fetch attempt
+        self._cache_key = os.urandom(32)
+        self._cache: dict[bytes, tuple] = {}   # keyed hash -> (who, until, kid)
+        self._cache_lock = threading.Lock()
 
     def authenticate(self, credentials: str, environ=None) -> Principal | None:
-        """The caller named by a valid token, else None (the reason goes to the debug log)."""
+        """The caller named by a valid token, else None (the reason goes to the debug log).
+
+        A token that verified is remembered (by a keyed hash, never the token) until it
+        expires, at most ``CACHE_SECONDS``: a signature check per request would cost a
+        gateway serving small files a sixth of its throughput. Failures are not remembered.
+        """
+        token = (credentials or "").strip()
+        key = hmac.new(self._cache_key, token.encode("utf-8", "replace"), "sha256").digest()
+        now = time.time()
+        hit = self._cache.get(key)
+        # still valid, its key still published, the key set fresh: no new check needed
+        if hit is not None and hit[1] > now and hit[2] in self._keys and self._fresh():
+            return hit[0]
         try:
-            return self._principal(self._claims((credentials or "").strip()))
+            claims = self._claims(token)
+            principal = self._principal(claims)
+            with self._cache_lock:
+                if len(self._cache) >= CACHE_ENTRIES:
+                    self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
+                    if len(self._cache) >= CACHE_ENTRIES:
+                        self._cache = {}
+                self._cache[key] = (principal, min(float(claims["exp"]), now + CACHE_SECONDS),
+                                    jwt.get_unverified_header(token)["kid"])
+            return principal
         except _Refused as e:
             log.debug("bearer token refused: %s", e)
         except jwt.PyJWTError as e:

@@ -622,3 +622,23 @@ def test_provider_back_up_is_used_again():
         assert auth.authenticate(back.token(), {}) == \
             Principal("alice", "acme", "writer", "jwt")
         assert back.hits[JWKS_PATH] == 1
+
+
+def test_a_verified_token_is_remembered_until_it_expires(issuer, monkeypatch):
+    """The second use of a token costs no signature check; an expired one is checked (and
+    refused) again; a failure is never remembered."""
+    auth = authenticator(issuer)
+    checks = []
+    real_decode = jwt_auth.jwt.decode
+    monkeypatch.setattr(jwt_auth.jwt, "decode",
+                        lambda *a, **kw: checks.append(1) or real_decode(*a, **kw))
+    token = issuer.token(claims={"exp": int(time.time()) + 2})
+    for _ in range(5):
+        assert auth.authenticate(token, {}) == Principal("alice", "acme", "writer", "jwt")
+    assert len(checks) == 1
+    bad = issuer.token(claims={"aud": "elsewhere"})
+    assert auth.authenticate(bad, {}) is None and auth.authenticate(bad, {}) is None
+    assert len(checks) == 3
+    time.sleep(2.1)
+    auth.leeway = 0
+    assert auth.authenticate(token, {}) is None
