@@ -40,6 +40,7 @@ class RazorServer:
         self.tls = tls
         self.url = f"{'https' if tls else 'http'}://{HOST}:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self._log_start = 0
         self.log_path = os.path.join(os.path.dirname(self.data_dir.rstrip("/")) or ".",
                                      f"razordav-{self.port}.log")
 
@@ -58,6 +59,7 @@ class RazorServer:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                **self.env}
         with open(self.log_path, "ab") as log:
+            self._log_start = log.tell()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True)
@@ -65,20 +67,28 @@ class RazorServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"razordav exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                urllib.request.urlopen(urllib.request.Request(self.url + "/", method="OPTIONS"),
-                                       timeout=2, context=_unverified).close()
+            if self.ready():
                 return self
-            except urllib.error.HTTPError:
-                return self          # it answers (401 with --auth)
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"razordav did not answer within {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"razordav was not up within {timeout}s:\n{self.log()}")
 
-    def log(self) -> str:
+    def ready(self) -> bool:
+        try:
+            urllib.request.urlopen(urllib.request.Request(self.url + "/", method="OPTIONS"),
+                                   timeout=2, context=_unverified).close()
+            return True
+        except urllib.error.HTTPError:
+            return True          # it answers (401 with --auth)
+        except OSError:
+            return False
+
+    def log(self, since_start: bool = False) -> str:
+        """The process's output (of this start only, with ``since_start``)."""
         try:
             with open(self.log_path, errors="replace") as f:
+                if since_start:
+                    f.seek(self._log_start)
                 return f.read()[-8000:]
         except OSError:
             return ""
