@@ -175,7 +175,7 @@ def cmd_serve(opts: config.Options, args) -> int:
         if mounted is not None:
             mounted.stop()
         if service is not None:
-            service.close(close_app)
+            service.close()
         elif app is not None:
             close_app(app)
         queued = vol.cache.queue_length()
@@ -202,7 +202,7 @@ def _tls_files(opts: config.Options) -> tuple[str, str] | None:
 def _build_app(opts: config.Options, vol):
     """The WSGI app: with auth none, the main volume's WebDAV app alone (as it always was);
     otherwise the gate over tenants, the REST API and metrics."""
-    from .dav.app import make_app
+    from .dav.app import close_app, make_app
     if opts.auth == "none":
         return make_app(vol), None
     from .service.api import make_api
@@ -215,7 +215,8 @@ def _build_app(opts: config.Options, vol):
                                                cache_size=cache_size, dirty_limit=None))
 
     service = Service(vol, Registry(vol.tree), open_volume=open_tenant,
-                      make_dav_app=lambda v, key: make_app(v, trusted_user_key=key))
+                      make_dav_app=lambda v, key: make_app(v, trusted_user_key=key),
+                      close_app=close_app)
     jwt = None
     if "jwt" in opts.auth:
         from .service.jwt_auth import JwtAuthenticator

@@ -51,8 +51,10 @@ class Service:
     """The volumes and apps of one gateway. With ``registry`` None there is one anonymous
     namespace, the main volume, and no tenants."""
 
-    def __init__(self, main_volume, registry=None, open_volume=None, make_dav_app=None):
+    def __init__(self, main_volume, registry=None, open_volume=None, make_dav_app=None,
+                 close_app=None):
         self.main_volume = main_volume
+        self._close_app = close_app              # (WSGI app) -> None
         self.registry = registry
         self._open_volume = open_volume          # (data_dir, store_url, cache_size) -> Volume
         self._make_dav_app = make_dav_app        # (volume, trusted_user_key) -> WSGI app
@@ -78,9 +80,13 @@ class Service:
             return dict(self._volumes)
 
     def _tenant(self, name: str):
+        try:
+            tenant = self.registry.tenant(name)   # one indexed read: deleted tenants end here
+        except errors.NotFound:
+            self._forget(name)
+            raise
         with self._lock:
             if name not in self._volumes:
-                tenant = self.registry.tenant(name)     # NotFound for a deleted tenant
                 vol = self._open_volume(tenant_data_dir(self.main_volume.data_dir, name),
                                         tenant_store_url(self.main_volume.store.url, name),
                                         self._cache_share())
@@ -90,16 +96,28 @@ class Service:
                 self._apps[name] = self._make_dav_app(vol, USER_KEY)
             return self._volumes[name], self._apps[name]
 
+    def _forget(self, name: str) -> None:
+        """Close the volume of a tenant deleted while it was open (its data stays until
+        ``razordav tenant del`` removes it, which needs the volume closed)."""
+        with self._lock:
+            vol = self._volumes.pop(name, None)
+            app = self._apps.pop(name, None)
+        if vol is not None:
+            log.info("tenant %s was deleted: closing its volume", name)
+            if self._close_app is not None and app is not None:
+                self._close_app(app)
+            vol.close()
+
     def _cache_share(self) -> int:
         """Each tenant's cache: an equal share of the configured size (at least 64 MiB)."""
         total = self.main_volume.cache.max_bytes
         return max(64 << 20, total // max(1, len(self.registry.tenants())))
 
-    def close(self, close_app=None) -> None:
+    def close(self) -> None:
         with self._lock:
             for name, vol in self._volumes.items():
-                if close_app is not None:
-                    close_app(self._apps[name])
+                if self._close_app is not None:
+                    self._close_app(self._apps[name])
                 vol.close()
             self._volumes.clear()
             self._apps.clear()

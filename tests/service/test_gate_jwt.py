@@ -1,6 +1,8 @@
 """``serve --auth basic,jwt`` with a local OIDC provider: Bearer tokens on WebDAV, the
 REST API and /metrics; forged tokens and unknown tenants refused; health without auth."""
 
+import os
+
 import pytest
 import requests
 
@@ -85,3 +87,19 @@ def test_health_without_auth_metrics_for_admins(server, issuer):
     r = requests.get(server.url + "/metrics", auth=("root", PASSWORDS["root"]))
     assert r.status_code == 200 and "razordav_http_requests_total" in r.text
     assert 'tenant="acme"' in r.text
+
+
+def test_a_tenant_deleted_while_open_is_closed_then_its_data_can_go(server, issuer):
+    from tests.service.test_gate import cli
+    token = issuer.token(claims={"sub": "eve", "tenant": "globex"})
+    assert requests.put(server.url + "/g.txt", data=b"g", headers=bearer(token)).status_code \
+        in (201, 204)
+    r = requests.delete(server.url + "/api/v1/tenants/globex", auth=("root", PASSWORDS["root"]))
+    assert r.status_code == 204, r.text
+    r = requests.get(server.url + "/g.txt", headers=bearer(token))
+    assert r.status_code == 403 and "globex" in r.text
+    # the gateway closed the volume (and gave up its lease), so the data can be deleted
+    r = cli("tenant", "del", "globex", "--yes", data_dir=server.data_dir)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(os.path.join(server.data_dir, "tenants", "globex"))
+    assert os.path.exists(os.path.join(server.data_dir, "tenants", "acme"))
