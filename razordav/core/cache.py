@@ -35,6 +35,19 @@ from .blocks import HEADER, BlockCodec, block_key, is_raw
 log = logging.getLogger(__name__)
 
 
+def _fsync_path(path: Path) -> bool:
+    """fsync a file or directory by path; False if it is gone (evicted, deleted)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
 class _Entry:
     __slots__ = ("size", "dirty", "t", "plain")
 
@@ -80,6 +93,10 @@ class BlockCache:
         self._index = SqliteDict(str(self.dir / "index.sqlite"), tablename="blocks",
                                  encode=json.dumps, decode=json.loads, autocommit=False,
                                  journal_mode="WAL", outer_stack=False)
+        # Commits survive a crash of the process at once; ``make_durable`` flushes them.
+        self._index.conn.execute("PRAGMA synchronous = NORMAL")
+        self._unsynced: set[str] = set()   # block files written without fsync
+        self._undurable = False            # unsynced files or index commits exist
         self._load()
         self._downloads = ThreadPoolExecutor(downloaders, thread_name_prefix="rzd-fetch")
         self._uploaders = [threading.Thread(target=self._upload_loop, name=f"rzd-upload-{i}",
@@ -121,19 +138,22 @@ class BlockCache:
 
     # -- writing --
 
-    def put_dirty(self, name: bytes, data: bytes) -> None:
-        """Store a new block durably on local disk and queue it for upload.
-
-        Raises ``NoSpace`` when the blocks not yet uploaded would pass the dirty limit.
-        The index entry is durable only after ``sync()``.
+    def put_dirty(self, name: bytes, data: bytes, durable: bool = True) -> None:
+        """Store a new block on local disk and queue it for upload: fsynced, or, with
+        ``durable`` false, only written (safe from a crash of the process; the disk gets it
+        at ``make_durable``). Raises ``NoSpace`` when the blocks not yet uploaded would pass
+        the dirty limit. The index entry is kept only after ``sync()``.
         """
         hexname = name.hex()
         with self._lock:
             if hexname in self._entries:
                 return
             self._wait_for_room(len(data))
-        self._write_file(hexname, data, fsync=True)
+        self._write_file(hexname, data, fsync=durable)
         with self._lock:
+            if not durable:
+                self._unsynced.add(hexname)
+                self._undurable = True
             if hexname in self._entries:
                 return
             entry = _Entry(len(data), True, time.time())
@@ -160,9 +180,35 @@ class BlockCache:
                                      f"{self.dirty_limit}; {why}")
             self._wake.wait(min(remaining, 0.5))
 
-    def sync(self) -> None:
-        """Make every ``put_dirty`` so far durable (commits the index)."""
+    def sync(self, durable: bool = True) -> None:
+        """Commit the index: every ``put_dirty`` so far survives a crash of the process,
+        and with ``durable`` also a crash of the machine."""
+        if durable:
+            self._flush()
+        else:
+            self._index.commit(blocking=True)
+            with self._lock:
+                self._undurable = True
+
+    def make_durable(self) -> None:
+        """Flush to disk what ``put_dirty(durable=False)`` and ``sync(durable=False)`` left
+        in memory. The tree calls this before any commit that reaches the disk, so metadata
+        never becomes durable before the blocks it names (a file system's ordered mode)."""
+        if self._undurable:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            names, self._unsynced, self._undurable = self._unsynced, set(), False
+        dirs = set()
+        for hexname in names:
+            path = self._path(hexname)
+            if _fsync_path(path):
+                dirs.add(path.parent)
+        for d in dirs:
+            _fsync_path(d)
         self._index.commit(blocking=True)
+        _fsync_path(self.dir / "index.sqlite-wal")
 
     def _write_file(self, hexname: str, data: bytes, fsync: bool) -> None:
         path = self._path(hexname)

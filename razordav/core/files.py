@@ -83,9 +83,10 @@ class _BlockStorer:
     Each stored block stays pinned until ``finish`` (commit) or ``abandon``.
     """
 
-    def __init__(self, vol: "Volume", hint: str | None):
+    def __init__(self, vol: "Volume", hint: str | None, durable: bool = True):
         self.vol = vol
         self.hint = hint
+        self.durable = durable   # fsync each block, or leave that to the next durable commit
         self.pending: list[tuple[int, Future]] = []
         self.done: dict[int, bytes] = {}
         self.new_blocks: list[tuple[bytes, int, int]] = []
@@ -112,7 +113,7 @@ class _BlockStorer:
             if vol.tree.block_refs_row(name):
                 return name, None  # stored before: dedup
             enc = vol.codec.encode(raw, self.hint)
-            vol.cache.put_dirty(name, enc.data)
+            vol.cache.put_dirty(name, enc.data, durable=self.durable)
             return name, (name, enc.raw_size, len(enc.data))
         except BaseException:
             vol.pins.unpin([name])
@@ -133,7 +134,7 @@ class _BlockStorer:
 
     def wait(self) -> None:
         self._reap(block=True)
-        self.vol.cache.sync()
+        self.vol.cache.sync(durable=self.durable)
 
     def finish(self) -> None:
         self.vol.pins.unpin(self.pinned)

@@ -305,7 +305,7 @@ class OpenFiles:
         st.blocks[idx] = data
         try:
             if st.storer is None:
-                st.storer = _BlockStorer(self.vol, None)
+                st.storer = _BlockStorer(self.vol, None, durable=not self.tree.deferred)
             st.storer.submit(idx, data)
         except Exception as exc:
             log.debug("inode %d: early encoding failed, retried at commit: %s", st.ino, exc)
@@ -395,7 +395,8 @@ class OpenFiles:
     def _commit(self, st: _Inode) -> None:
         if not st.dirty:
             return
-        storer, st.storer = st.storer or _BlockStorer(self.vol, None), None
+        storer = st.storer or _BlockStorer(self.vol, None, durable=not self.tree.deferred)
+        st.storer = None
         try:
             if self.vol.max_bytes is not None:   # refuse before encoding; publishing rechecks
                 self.vol.check_room(st.size - self.tree.getattr(st.ino).size)

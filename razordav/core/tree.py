@@ -31,6 +31,7 @@ from . import errors
 
 ROOT = 1
 MAX_NAME_BYTES = 255
+CHECKPOINT_BYTES = 16 << 20   # log size past which a durable commit checkpoints
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -221,6 +222,9 @@ class Tree:
     def __init__(self, path: str | os.PathLike, block_size: int | None = None):
         self.path = str(path)
         self.frozen: str | None = None   # set when this gateway must not write any more
+        # Called (under the writer lock) before a commit reaches the disk: what deferred
+        # commits name must be on disk first (the block cache's files and index).
+        self.before_durable: list = []
         self._local = threading.local()
         self._lock = threading.RLock()
         self._conns: list[sqlite3.Connection] = []
@@ -248,6 +252,10 @@ class Tree:
                                 timeout=60)
             c.execute("PRAGMA journal_mode = WAL")
             c.execute("PRAGMA synchronous = FULL")
+            # Checkpoints flush the log to disk: only ``_checkpoint`` runs them, after the
+            # ``before_durable`` hooks, so deferred commits never reach the disk before
+            # the blocks they name.
+            c.execute("PRAGMA wal_autocheckpoint = 0")
             c.execute("PRAGMA cache_size = -16000")
             self._local.conn = c
             with self._conns_lock:
@@ -277,9 +285,27 @@ class Tree:
             finally:
                 if deferred and not c.in_transaction:
                     c.execute("PRAGMA synchronous = FULL")
+            if not deferred:
+                for hook in self.before_durable:
+                    hook()
             c.execute("COMMIT")
             if deferred:
                 c.execute("PRAGMA synchronous = FULL")
+            else:
+                self._checkpoint(c)
+
+    @property
+    def deferred(self) -> bool:
+        """Whether this thread's commits are deferred (see ``deferred_sync``)."""
+        return getattr(self._local, "deferred", False)
+
+    def _checkpoint(self, c) -> None:
+        """Fold a long log back into the database (it stays readable either way)."""
+        try:
+            if os.path.getsize(self.path + "-wal") > CHECKPOINT_BYTES:
+                c.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except OSError:
+            pass
 
     @contextmanager
     def deferred_sync(self) -> Iterator[None]:
@@ -295,8 +321,11 @@ class Tree:
             self._local.deferred = before
 
     def sync(self) -> None:
-        """Make every commit so far durable: flush the write-ahead log."""
+        """Make every commit so far durable: flush the write-ahead log (after what the
+        ``before_durable`` hooks flush)."""
         with self._lock:   # no commit half written while the log is flushed
+            for hook in self.before_durable:
+                hook()
             try:
                 fd = os.open(self.path + "-wal", os.O_RDONLY)
             except FileNotFoundError:

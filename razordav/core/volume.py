@@ -117,6 +117,7 @@ class Volume:
         vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
                   workers or max(2, os.cpu_count() or 2), readahead)
         vol.lease = lease
+        tree.before_durable.append(cache.make_durable)
         vol._recover()
         cache.start()
         vol.shipper = Shipper(vol, interval=journal_interval or 2.0,
@@ -483,6 +484,7 @@ class Volume:
         if self.shipper:
             self.shipper.stop(flush=True)
         self._pool.shutdown(wait=True)
+        self.tree.sync()   # deferred commits and their blocks to disk, before the cache closes
         self.cache.close()
         if self.shipper:
             self._write_stats()

@@ -180,3 +180,34 @@ def test_a_damaged_cache_file_is_found_on_its_first_read(open_volume):
     vol.cache._hot.clear()
     vol.cache._entries[name.hex()].plain = False      # as after a restart
     assert vol.read_file("/f") == data                # checked, dropped, fetched again
+
+
+def test_deferred_commits_leave_blocks_unsynced_until_a_durable_point(open_volume):
+    """The FUSE face commits a close without a flush to disk: its block files are written,
+    not fsynced, and the tree flushes them (and the cache index) before any commit that
+    reaches the disk, or at ``sync``, so metadata is never durable before its blocks."""
+    from razordav.core.handles import OpenFiles
+    vol = open_volume(upload_paused=True)
+    files = OpenFiles(vol)
+    try:
+        ino = vol.tree.create(1, "f").ino
+        with vol.tree.deferred_sync():
+            files.open(ino)
+            files.write(ino, 0, os.urandom(BS + 10))
+            files.close(ino)                            # committed, not flushed
+        assert vol.read_file("/f") and len(vol.cache._unsynced) == 2
+        flushed = []
+        real = vol.cache._flush
+        vol.cache._flush = lambda: flushed.append(len(vol.cache._unsynced)) or real()
+        vol.tree.set_meta("probe", "1")                 # any durable commit flushes first
+        assert flushed == [2] and vol.cache._unsynced == set()
+        with vol.tree.deferred_sync():
+            files.open(ino)
+            files.write(ino, 0, os.urandom(100))
+            files.close(ino)
+        assert len(vol.cache._unsynced) == 1
+        vol.tree.sync()                                 # fsync / fsyncdir of the mount
+        assert flushed == [2, 1] and vol.cache._unsynced == set()
+    finally:
+        files.close_all()
+        vol.cache.pause_uploads(False)
