@@ -84,12 +84,30 @@ def close_app(app) -> None:
         lock_manager.storage.close()
 
 
+def head_without_body(app):
+    """A HEAD response carries no body (RFC 9110 9.3.2); cheroot sends whatever the app
+    yields, and a client on a kept-alive connection would read it as the next response.
+    Early error answers (edge, gate) are written for GET; this drops their bodies."""
+    def wrapped(environ, start_response):
+        result = app(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return result
+        try:
+            for _ in result:
+                pass
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        return []
+    return wrapped
+
+
 class Server:
     """A cheroot server over the app, on ``host:port`` (port 0: any free port)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8080, threads: int = 32,
                  queue: int = 128, timeout: float = 60, tls: tuple[str, str] | None = None):
-        self.httpd = wsgi.Server((host, port), app, numthreads=threads,
+        self.httpd = wsgi.Server((host, port), head_without_body(app), numthreads=threads,
                                  request_queue_size=queue, timeout=int(timeout),
                                  shutdown_timeout=30, server_name="razordav")
         if tls is not None:   # (certificate, key) PEM files; cheroot's ssl-module adapter

@@ -104,7 +104,10 @@ def _one_line_errors(fn):
     @functools.wraps(fn)
     def run(opts: config.Options, args) -> int:
         try:
-            return fn(opts, args)
+            status = fn(opts, args)
+            if args.admin_action in ("add", "del", "passwd", "create", "revoke"):
+                _audit(args)
+            return status
         except StoreError as exc:
             message = f"object store: {exc}"
         except (AdminError, errors.FsError, config.ConfigError) as exc:
@@ -112,6 +115,17 @@ def _one_line_errors(fn):
         print(f"razordav: error: {message}", file=sys.stderr)
         return 1
     return run
+
+
+def _audit(args) -> None:
+    """One audit line per change, naming the operator's login (never a secret)."""
+    from . import Principal
+    from .metrics import audit
+    target = getattr(args, "name", None) or getattr(args, "token_id", "")
+    details = {k: getattr(args, k) for k in ("tenant", "role", "quota", "max_files", "label")
+               if getattr(args, k, None) is not None}
+    audit(Principal(getpass.getuser(), "", "admin", "cli"),
+          f"{args.command}.{args.admin_action}", target, **details)
 
 
 def _store_url(opts: config.Options) -> str:

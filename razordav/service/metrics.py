@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Callable, Iterable
 from urllib.parse import quote, urlsplit
@@ -348,6 +349,19 @@ class _Families:
 
     def all(self):
         return list(self.f.values())
+
+
+def log_audit_to(path) -> None:
+    """Append audit lines to ``path`` (<data dir>/audit.log) as well as the log; the server
+    and the admin commands share the file. Once per path and process."""
+    path = os.path.abspath(path)
+    if any(getattr(h, "baseFilename", None) == path for h in audit_log.handlers):
+        return
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    audit_log.addHandler(handler)
+    audit_log.setLevel(logging.INFO)
+    audit_log.propagate = False   # the file is the audit trail; not the terminal or log too
 
 
 def audit(principal: Principal | None, action: str, target: str, **details) -> None:

@@ -215,3 +215,16 @@ def test_early_error_on_a_chunked_body_keeps_the_connection_sane(unchanged):
     assert reply.startswith(b"HTTP/1.1 409")
     assert b"Malformed" not in reply and reply.count(b"HTTP/1.1 ") == 2
     assert reply.endswith(b"other")             # the pipelined GET was answered
+
+
+def test_head_error_answers_carry_no_body_on_a_kept_alive_connection(tmp_path):
+    """A 400 to HEAD must not send the reason as a body: the next response on the same
+    connection would start with it (a client then sees a bad status line)."""
+    import requests
+    from tests.razor import RazorServer
+    with RazorServer(tmp_path / "data") as srv:
+        s = requests.Session()
+        for _ in range(5):
+            r = s.head(srv.url + "/%2E%2E%5Cx")
+            assert r.status_code == 400 and r.content == b""
+            assert s.get(srv.url + "/").status_code == 200

@@ -64,6 +64,19 @@ def test_registry_cli_errors_are_one_line(server):
     assert r.returncode != 0 and "king" in r.stderr
 
 
+def test_admin_actions_are_audited(server):
+    import json
+    lines = [json.loads(line) for line in open(os.path.join(server.data_dir, "audit.log"))]
+    actions = [(r["action"], r["target"]) for r in lines]
+    assert ("tenant.add", "acme") in actions and ("user.add", "alice") in actions
+    assert all(r["user"] and r["time"] for r in lines)
+    r = requests.post(server.url + "/api/v1/tenants", json={"name": "initech"},
+                      auth=("root", PASSWORDS["root"]))
+    assert r.status_code == 201, r.text
+    lines = [json.loads(line) for line in open(os.path.join(server.data_dir, "audit.log"))]
+    assert lines[-1]["action"] == "tenant.add" and lines[-1]["user"] == "root"
+
+
 def test_no_wrong_or_unknown_credentials_get_the_same_401(server):
     answers = [requests.get(server.url + "/"),
                requests.get(server.url + "/", auth=("alice", "wrong")),
