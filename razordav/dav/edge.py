@@ -54,7 +54,14 @@ class Edge:
 
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "")
-        refused = bad_path(environ) or bad_length(environ)
+        refused = bad_length(environ)
+        if refused:   # where the body ends is unknown: the connection cannot be reused
+            return _reply(start_response, "400 Bad Request", refused, close=True)
+        if has_body(environ):
+            # An error answered before the body was read: read it, so the connection can
+            # take the next request (cheroot would otherwise close it without saying so)
+            start_response = drain_on_error(start_response, environ["wsgi.input"])
+        refused = bad_path(environ)
         if refused:
             return _reply(start_response, "400 Bad Request", refused)
         _check_range(environ)
@@ -69,8 +76,6 @@ class Edge:
         _fix_conditionals(environ)
         if method == "PROPFIND":
             _propname_to_name(environ)
-        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            start_response = drain_on_error(start_response, environ["wsgi.input"])
         return self.app(environ, start_response)
 
     def _bound_body(self, environ) -> bytes | None:
@@ -111,14 +116,27 @@ def drain_on_error(start_response, body):
     def wrapped(status, headers, exc_info=None):
         if int(status[:3]) >= 400:
             drained = 0
-            while drained < MAX_DRAIN:
+            while True:
                 piece = body.read(1 << 20)
                 if not piece:
                     break
                 drained += len(piece)
+                if drained >= MAX_DRAIN:   # not worth reading: say the connection ends
+                    headers = [h for h in headers if h[0].lower() != "connection"] + \
+                        [("Connection", "close")]
+                    break
         return start_response(status, headers, exc_info) if exc_info else \
             start_response(status, headers)
     return wrapped
+
+
+def has_body(environ) -> bool:
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return True
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0) > 0
+    except ValueError:
+        return False
 
 
 def bad_path(environ) -> bytes | None:
@@ -153,8 +171,10 @@ def _check_range(environ) -> None:
     del environ["HTTP_RANGE"]  # not one valid byte range: serve the whole file
 
 
-def _reply(start_response, status: str, body: bytes, ctype: str = "text/plain; charset=utf-8"):
-    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+def _reply(start_response, status: str, body: bytes, ctype: str = "text/plain; charset=utf-8",
+           close: bool = False):
+    headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+    start_response(status, headers + ([("Connection", "close")] if close else []))
     return [body]
 
 

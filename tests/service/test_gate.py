@@ -328,3 +328,23 @@ def test_restore_brings_back_users_and_tenants(tmp_path):
         assert r.status_code == 200 and r.content == b"globex file"
         assert requests.get(srv.url + "/kept.txt", auth=("bob", "nope")).status_code == 401
 
+
+
+def test_a_401_to_a_put_keeps_the_connection_for_the_retry(server):
+    """Windows and Office send a PUT without credentials first; the 401 must leave the
+    connection usable for the retry with them."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    for _ in range(3):
+        conn.request("PUT", "/retry.txt", body=b"x" * 100_000)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 401 and r.getheader("Connection") != "close"
+        import base64
+        auth = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+        conn.request("PUT", "/retry.txt", body=b"y" * 100_000,
+                     headers={"Authorization": f"Basic {auth}"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status in (201, 204)
+    conn.close()
