@@ -518,12 +518,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     _setup_logging(opts, args.verbose, args.quiet)
     _pin_malloc_threshold()
-    if args.command in ("serve", "tenant", "user", "token"):
+    if args.command == "serve" and opts.auth != "none":
         from pathlib import Path
 
         from .service.metrics import log_audit_to
-        Path(opts.data_dir).mkdir(parents=True, exist_ok=True)
-        log_audit_to(Path(opts.data_dir) / "audit.log")
+        log_audit_to(Path(opts.data_dir) / "audit.log")   # created at the first line
     try:
         from .service.admin_cli import COMMANDS as admin_commands
         commands = {"serve": cmd_serve, "mount": cmd_mount, "restore": cmd_restore,

@@ -106,7 +106,7 @@ def _one_line_errors(fn):
         try:
             status = fn(opts, args)
             if args.admin_action in ("add", "del", "passwd", "create", "revoke"):
-                _audit(args)
+                _audit(opts, args)
             return status
         except StoreError as exc:
             message = f"object store: {exc}"
@@ -117,15 +117,18 @@ def _one_line_errors(fn):
     return run
 
 
-def _audit(args) -> None:
-    """One audit line per change, naming the operator's login (never a secret)."""
+def _audit(opts: config.Options, args) -> None:
+    """One line per change in <data dir>/audit.log (the server's audit trail too), naming
+    the operator's login and never a secret."""
     from . import Principal
-    from .metrics import audit
+    from .metrics import audit_line
     target = getattr(args, "name", None) or getattr(args, "token_id", "")
     details = {k: getattr(args, k) for k in ("tenant", "role", "quota", "max_files", "label")
                if getattr(args, k, None) is not None}
-    audit(Principal(getpass.getuser(), "", "admin", "cli"),
-          f"{args.command}.{args.admin_action}", target, **details)
+    line = audit_line(Principal(getpass.getuser(), "", "admin", "cli"),
+                      f"{args.command}.{args.admin_action}", target, **details)
+    with open(Path(opts.data_dir) / "audit.log", "a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 def _store_url(opts: config.Options) -> str:

@@ -361,15 +361,18 @@ def log_audit_to(path) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     audit_log.addHandler(handler)
     audit_log.setLevel(logging.INFO)
-    audit_log.propagate = False   # the file is the audit trail; not the terminal or log too
 
 
 def audit(principal: Principal | None, action: str, target: str, **details) -> None:
     """Write one JSON line for an admin action: time (Unix seconds), user, tenant, action,
     target and the details given. Details MUST NOT hold secrets (passwords, tokens): the
     caller passes what happened, not the credentials it used."""
+    audit_log.info(audit_line(principal, action, target, **details))
+
+
+def audit_line(principal: Principal | None, action: str, target: str, **details) -> str:
     record = {"time": round(time.time(), 3),
               "user": getattr(principal, "user", None),
               "tenant": getattr(principal, "tenant", None),
               "action": action, "target": target, "details": details}
-    audit_log.info(json.dumps(record, sort_keys=True, default=str))
+    return json.dumps(record, sort_keys=True, default=str)
