@@ -29,23 +29,11 @@ from pathlib import Path
 from sqlitedict import SqliteDict
 
 from .. import store as store_mod
+from ..fsutil import fsync_path
 from . import errors
 from .blocks import HEADER, BlockCodec, block_key, is_raw
 
 log = logging.getLogger(__name__)
-
-
-def _fsync_path(path: Path) -> bool:
-    """fsync a file or directory by path; False if it is gone (evicted, deleted)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return True
 
 
 class _Entry:
@@ -203,12 +191,12 @@ class BlockCache:
         dirs = set()
         for hexname in names:
             path = self._path(hexname)
-            if _fsync_path(path):
+            if fsync_path(path):
                 dirs.add(path.parent)
         for d in dirs:
-            _fsync_path(d)
+            fsync_path(d)
         self._index.commit(blocking=True)
-        _fsync_path(self.dir / "index.sqlite-wal")
+        fsync_path(self.dir / "index.sqlite-wal")
 
     def _write_file(self, hexname: str, data: bytes, fsync: bool) -> None:
         path = self._path(hexname)
@@ -221,11 +209,7 @@ class BlockCache:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
         if fsync:
-            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(path.parent)
 
     # -- reading --
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from . import errors
+from ..fsutil import fsync_path
 
 ROOT = 1
 MAX_NAME_BYTES = 255
@@ -273,25 +274,25 @@ class Tree:
             if c.in_transaction:  # nested: the outer transaction commits
                 yield c
                 return
-            deferred = getattr(self._local, "deferred", False)
+            deferred = self.deferred
             if deferred:
                 c.execute("PRAGMA synchronous = NORMAL")
-            c.execute("BEGIN IMMEDIATE")
             try:
-                yield c
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    yield c
+                    if not deferred:   # what deferred commits name goes to disk first
+                        for hook in self.before_durable:
+                            hook()
+                    c.execute("COMMIT")
+                except BaseException:
+                    if c.in_transaction:
+                        c.execute("ROLLBACK")
+                    raise
             finally:
-                if deferred and not c.in_transaction:
+                if deferred:
                     c.execute("PRAGMA synchronous = FULL")
             if not deferred:
-                for hook in self.before_durable:
-                    hook()
-            c.execute("COMMIT")
-            if deferred:
-                c.execute("PRAGMA synchronous = FULL")
-            else:
                 self._checkpoint(c)
 
     @property
@@ -326,14 +327,7 @@ class Tree:
         with self._lock:   # no commit half written while the log is flushed
             for hook in self.before_durable:
                 hook()
-            try:
-                fd = os.open(self.path + "-wal", os.O_RDONLY)
-            except FileNotFoundError:
-                return   # everything is in the database file, synced at its checkpoint
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(self.path + "-wal")   # none: all is in the database file, synced
 
     def close(self) -> None:
         with self._conns_lock:
@@ -593,11 +587,8 @@ class Tree:
                                        (ino,)).fetchone()
             if row is None or row[0] > 0:
                 return False     # the common case, decided without a write transaction
-        with self.write() as c:
-            row = c.execute("SELECT nlink FROM inodes WHERE ino = ?", (ino,)).fetchone()
-            if row is None or row[0] > 0:
-                return False
-            self._purge(c, ino)
+            with self.write() as c:
+                self._purge(c, ino)
             return True
 
     def purge_orphans(self) -> int:

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..fsutil import fsync_path
 from .base import ConfigError, NotFound, ObjectInfo, ObjectStore, PreconditionFailed
 
 _ETAG_SUFFIX = ".etag"
@@ -66,7 +67,7 @@ class LocalStore(ObjectStore):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         return hashlib.md5(data).hexdigest()
 
     def get(self, key, offset=0, length=None):
@@ -118,11 +119,3 @@ class LocalStore(ObjectStore):
 
     def copy(self, src, dst, storage_class=None):
         self.put(dst, self.get(src))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
