@@ -318,6 +318,7 @@ def _tenant_options(opts: config.Options, name: str):
     from pathlib import Path
 
     from .core.tree import Tree
+    from .core.volume import default_store_url
     from .service.registry import Registry
     from .service.tenants import tenant_data_dir, tenant_store_url
     db = Path(opts.data_dir) / "meta.db"
@@ -332,7 +333,7 @@ def _tenant_options(opts: config.Options, name: str):
         raise UserError(str(exc)) from None
     finally:
         tree.close()
-    store = opts.store or (Path(opts.data_dir).resolve() / "store").as_uri()
+    store = opts.store or default_store_url(opts.data_dir)
     opts = dataclasses.replace(opts, data_dir=str(tenant_data_dir(opts.data_dir, name)),
                                store=tenant_store_url(store, name))
     return opts, (tenant.quota_bytes, tenant.max_files)

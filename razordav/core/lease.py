@@ -45,6 +45,15 @@ def gateway_id(data_dir: Path) -> str:
         return gid
 
 
+def live_holder(store: store_mod.ObjectStore) -> dict | None:
+    """The holder of the volume's lease (owner, host, pid, expires) while it is live."""
+    try:
+        held = json.loads(store.get(LEASE_KEY))
+    except (store_mod.NotFound, ValueError):
+        return None
+    return held if held.get("expires", 0) > time.time() else None
+
+
 class Lease:
     def __init__(self, store: store_mod.ObjectStore, owner: str, ttl: float = 30.0):
         self.store = store

@@ -89,7 +89,7 @@ class Volume:
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         if store is None:
-            store = store_mod.open_store(store_url or (data_dir / "store").as_uri(),
+            store = store_mod.open_store(store_url or default_store_url(data_dir),
                                          endpoint=endpoint)
         desc = _load_or_create_descriptor(store, block_size or DEFAULT_BLOCK_SIZE)
         if block_size and block_size != desc["block_size"]:
@@ -497,6 +497,11 @@ class Volume:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def default_store_url(data_dir: str | os.PathLike) -> str:
+    """The embedded default: a local object store inside the data dir."""
+    return (Path(data_dir).resolve() / "store").as_uri()
 
 
 def _load_or_create_descriptor(store: store_mod.ObjectStore, block_size: int) -> dict:

@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 from .. import config
 from ..core import errors
 from ..core.tree import Tree
+from ..core.volume import default_store_url
 from ..store import StoreError, open_store
 from .registry import Registry, check_role, check_user_name
 from .tenants import check_tenant_name, tenant_data_dir, tenant_store_url
@@ -131,11 +132,6 @@ def _audit(opts: config.Options, args) -> None:
         f.write(line + "\n")
 
 
-def _store_url(opts: config.Options) -> str:
-    """The main volume's store URL; as in Volume.open, a store inside the data dir by default."""
-    return opts.store or (Path(opts.data_dir).resolve() / "store").as_uri()
-
-
 @contextmanager
 def _registry(opts: config.Options):
     db = Path(opts.data_dir) / "meta.db"
@@ -223,7 +219,7 @@ def _tenant_list(opts, args) -> int:
 def _tenant_del(opts, args) -> int:
     name = check_tenant_name(args.name)
     data_dir = tenant_data_dir(opts.data_dir, name)
-    url = tenant_store_url(_store_url(opts), name)
+    url = tenant_store_url(opts.store or default_store_url(opts.data_dir), name)
     with _registry(opts) as reg:
         registered = name in {t.name for t in reg.tenants()}
         users = reg.users(name)
@@ -265,25 +261,19 @@ def _prefix_has_objects(url: str, opts) -> bool:
 def _refuse_if_open(url: str, opts) -> None:
     """A live lease means a running gateway has the tenant's volume open: deleting under it
     would only have it write the data back."""
-    import json
-
-    from .. import store as store_mod
-    from ..core.lease import LEASE_KEY
+    from ..core.lease import live_holder
     store = _open_tenant_store(url, opts)
     if store is None:
         return
     try:
-        held = json.loads(store.get(LEASE_KEY))
-    except (store_mod.NotFound, ValueError):
-        return
+        held = live_holder(store)
     finally:
         store.close()
-    left = held.get("expires", 0) - time.time()
-    if left > 0:
+    if held is not None:
         raise AdminError(
             f"the tenant's volume is open in a running gateway ({held.get('host')}, pid "
-            f"{held.get('pid')}, lease {left:.0f} s more); stop it or let it close the "
-            "volume, then try again")
+            f"{held.get('pid')}, lease {held['expires'] - time.time():.0f} s more); stop it "
+            "or let it close the volume, then try again")
 
 
 def _delete_prefix(url: str, opts) -> int:
