@@ -56,22 +56,22 @@ class Edge:
         method = environ.get("REQUEST_METHOD", "")
         refused = bad_length(environ)
         if refused:   # where the body ends is unknown: the connection cannot be reused
-            return _reply(start_response, "400 Bad Request", refused, close=True)
+            return reply(start_response, "400 Bad Request", refused, close=True)
         if has_body(environ):
             # An error answered before the body was read: read it, so the connection can
             # take the next request (cheroot would otherwise close it without saying so)
             start_response = drain_on_error(start_response, environ["wsgi.input"])
         refused = bad_path(environ)
         if refused:
-            return _reply(start_response, "400 Bad Request", refused)
+            return reply(start_response, "400 Bad Request", refused)
         _check_range(environ)
         if method in XML_METHODS:
             refused = self._bound_body(environ)
             if refused:
-                return _reply(start_response, "413 Content Too Large", refused)
+                return reply(start_response, "413 Content Too Large", refused)
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").strip() == "infinity":
             if self._too_deep(environ.get("PATH_INFO", "/")):
-                return _reply(start_response, "403 Forbidden", _FINITE_DEPTH,
+                return reply(start_response, "403 Forbidden", _FINITE_DEPTH,
                               "application/xml; charset=utf-8")
         _fix_conditionals(environ)
         if method == "PROPFIND":
@@ -171,9 +171,12 @@ def _check_range(environ) -> None:
     del environ["HTTP_RANGE"]  # not one valid byte range: serve the whole file
 
 
-def _reply(start_response, status: str, body: bytes, ctype: str = "text/plain; charset=utf-8",
-           close: bool = False):
-    headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+def reply(start_response, status: str, body: bytes | str, ctype: str = "text/plain; charset=utf-8",
+          headers=(), close: bool = False):
+    """A short answer made here, not by WsgiDAV (a str body is a reason: one line)."""
+    if isinstance(body, str):
+        body = (body + "\n").encode()
+    headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), *headers]
     start_response(status, headers + ([("Connection", "close")] if close else []))
     return [body]
 

@@ -36,7 +36,7 @@ import time
 from wsgidav.dc.base_dc import BaseDomainController
 
 from ..core import errors
-from ..dav.edge import drain_on_error, has_body
+from ..dav.edge import drain_on_error, has_body, reply
 from . import PRINCIPAL_KEY, Principal
 from .tenants import tenant_data_dir, tenant_store_url
 
@@ -220,34 +220,34 @@ class Gate:
             return self.metrics_app(environ, start_response)
         principal, wait = self._authenticate(environ)
         if wait:
-            return _answer(start_response, "429 Too Many Requests",
+            return reply(start_response, "429 Too Many Requests",
                            "too many failed logins; try again later",
-                           [("Retry-After", str(int(wait) + 1))])
+                           headers=[("Retry-After", str(int(wait) + 1))])
         if principal is None:
-            return _answer(start_response, "401 Unauthorized", "authentication required",
-                           self._challenges)
+            return reply(start_response, "401 Unauthorized", "authentication required",
+                           headers=self._challenges)
         environ[PRINCIPAL_KEY] = principal
         environ[USER_KEY] = principal.user
         if path == "/metrics" and self.metrics_app is not None:
             if principal.role != "admin":
-                return _answer(start_response, "403 Forbidden", "metrics are for admins")
+                return reply(start_response, "403 Forbidden", "metrics are for admins")
             return self.metrics_app(environ, start_response)
         if (path == "/api/v1" or path.startswith("/api/v1/")) and self.api_app is not None:
             return self.api_app(environ, start_response)
         if not principal.may(environ.get("REQUEST_METHOD", "GET")):
-            return _answer(start_response, "403 Forbidden",
+            return reply(start_response, "403 Forbidden",
                            f"user {principal.user} may only read")
         if not principal.tenant:
-            return _answer(start_response, "403 Forbidden",
+            return reply(start_response, "403 Forbidden",
                            f"user {principal.user} belongs to no tenant")
         try:
             app = self.service.dav_app(principal.tenant)
         except errors.NotFound:    # a tenant deleted meanwhile, or a token's unknown tenant
-            return _answer(start_response, "403 Forbidden",
+            return reply(start_response, "403 Forbidden",
                            f"tenant {principal.tenant} does not exist")
         except Exception as exc:   # its store unreachable
             log.warning("tenant %s cannot be opened: %s", principal.tenant, exc)
-            return _answer(start_response, "503 Service Unavailable",
+            return reply(start_response, "503 Service Unavailable",
                            f"tenant {principal.tenant} is not available")
         return app(environ, start_response)
 
@@ -286,11 +286,3 @@ class Gate:
             log.info("failed login from %s%s", environ.get("REMOTE_ADDR", "?"),
                      f" as {user!r}" if user else "")
         return principal, 0.0
-
-
-def _answer(start_response, status: str, reason: str, headers=()):
-    body = (reason + "\n").encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body))), *headers])
-    return [body]
-
