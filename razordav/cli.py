@@ -165,7 +165,12 @@ def cmd_serve(opts: config.Options, args) -> int:
             log.warning("Basic auth without TLS on %s: passwords cross the network in clear; "
                         "use --tls-cert and --tls-key", opts.host)
         if args.mount:
-            mounted = _MountThread(vol, args.mount, args.fuse_options or ())
+            from .fuse import MountError, MountThread
+            try:
+                mounted = MountThread(vol, args.mount, args.fuse_options or ())
+            except MountError as exc:
+                raise UserError(str(exc)) from None
+            print(f"razordav: mounted on {mounted.mountpoint}", flush=True)
         url = f"{server.scheme}://{server.host}:{server.port}/"
         log.info("razordav %s serving %s on %s (data dir %s, auth %s)", __version__,
                  vol.store.url, url, vol.data_dir, opts.auth)
@@ -240,48 +245,6 @@ def _check_mountpoint(mountpoint: str) -> None:
         check_fuse_available(mountpoint)
     except MountError as exc:
         raise UserError(str(exc)) from None
-
-
-class _MountThread:
-    """The FUSE face beside the WebDAV one (serve --mount): mounted before serving starts,
-    unmounted (all write buffers committed) before the volume closes."""
-
-    def __init__(self, vol, mountpoint: str, fuse_options):
-        import threading
-
-        from .fuse import MountError, mount
-        self.handle = None
-        self.error: str | None = None
-        ready = threading.Event()
-
-        def on_ready(handle):
-            self.handle = handle
-            ready.set()
-
-        def run():
-            try:
-                mount(vol, mountpoint, fuse_options=fuse_options, ready=on_ready)
-            except MountError as exc:
-                self.error = str(exc)
-            except Exception as exc:
-                log.exception("the FUSE mount failed")
-                self.error = f"the FUSE mount failed: {exc}"
-            finally:
-                ready.set()
-            if self.handle is not None:
-                log.info("%s unmounted; WebDAV goes on", mountpoint)
-
-        self.thread = threading.Thread(target=run, name="rzd-mount", daemon=True)
-        self.thread.start()
-        ready.wait()
-        if self.error:
-            raise UserError(self.error)
-        print(f"razordav: mounted on {os.path.abspath(mountpoint)}", flush=True)
-
-    def stop(self) -> None:
-        if self.handle is not None and self.thread.is_alive():
-            self.handle.stop()
-        self.thread.join()
 
 
 def cmd_mount(opts: config.Options, args) -> int:

@@ -5,6 +5,6 @@ unmounted; ``check_fuse_available(mountpoint)`` raises ``MountError`` (one line)
 cannot work. Operations are in ``ops.py``, the session and the command in ``main.py``.
 """
 
-from .mount import MountError, MountHandle, check_fuse_available, mount
+from .mount import MountError, MountHandle, MountThread, check_fuse_available, mount
 
-__all__ = ["MountError", "MountHandle", "check_fuse_available", "mount"]
+__all__ = ["MountError", "MountHandle", "MountThread", "check_fuse_available", "mount"]

@@ -141,6 +141,44 @@ def mount(volume, mountpoint: str | os.PathLike, *, foreground: bool = True,
     log.info("unmounted %s; all writes committed", mountpoint)
 
 
+class MountThread:
+    """A mount served by a thread of its own (``razordav serve --mount``: the WebDAV face
+    keeps the main thread). Returns once the mount is live, or raises ``MountError``;
+    ``stop()`` unmounts and waits, every buffer committed."""
+
+    def __init__(self, volume, mountpoint: str, fuse_options: Iterable[str] = ()):
+        self.mountpoint = os.path.abspath(os.fspath(mountpoint))
+        self.handle: MountHandle | None = None
+        self.error: BaseException | None = None
+        ready = threading.Event()
+
+        def on_ready(handle):
+            self.handle = handle
+            ready.set()
+
+        def run():
+            try:
+                mount(volume, self.mountpoint, fuse_options=fuse_options, ready=on_ready)
+            except BaseException as exc:
+                self.error = exc
+                if not isinstance(exc, MountError):
+                    log.exception("the FUSE mount failed")
+            finally:
+                ready.set()
+
+        self.thread = threading.Thread(target=run, name="rzd-mount", daemon=True)
+        self.thread.start()
+        ready.wait()
+        if self.handle is None:
+            raise self.error if isinstance(self.error, MountError) else \
+                MountError(f"the FUSE mount failed: {self.error}")
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.handle.stop()
+        self.thread.join()
+
+
 async def _serve(mountpoint: str, ready) -> None:
     import pyfuse3
     import trio
