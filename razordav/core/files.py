@@ -77,8 +77,15 @@ def content_etag(size: int, extents: dict[int, bytes]) -> str:
     return h.hexdigest()[:32]
 
 
+# Blocks up to this size are stored in the caller's thread: handing one to the pool and
+# waiting for it costs two thread switches, more than hashing and compressing it (a switch
+# is 100-200 us on a small VM; a 4 KiB block is stored in about 30 us plus its file write).
+INLINE_BLOCK = 64 << 10
+
+
 class _BlockStorer:
-    """Hashes, compresses and caches blocks on the volume's worker pool, for one writer.
+    """Hashes, compresses and caches blocks on the volume's worker pool (small ones in the
+    caller's thread), for one writer.
 
     Each stored block stays pinned until ``finish`` (commit) or ``abandon``.
     """
@@ -95,6 +102,15 @@ class _BlockStorer:
     def submit(self, idx: int, raw: bytes) -> None:
         if idx == 0 and self.hint is None:
             self.hint = kind_of_head(raw[:16])
+        if len(raw) <= INLINE_BLOCK:
+            fut = Future()
+            try:
+                fut.set_result(self._store(raw))
+            except BaseException as exc:
+                fut.set_exception(exc)
+            self.pending.append((idx, fut))
+            self._reap(block=False)
+            return
         self.vol._slots.acquire()  # bounds the memory of all writers together
         try:
             fut = self.vol._pool.submit(self._store, raw)
