@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from sqlitedict import SqliteDict
 
@@ -34,6 +35,13 @@ from . import errors
 from .blocks import HEADER, BlockCodec, block_key, is_raw
 
 log = logging.getLogger(__name__)
+
+
+def _is_block_name(name: str) -> bool:
+    try:
+        return len(name) == 64 and bytes.fromhex(name).hex() == name
+    except ValueError:
+        return False
 
 
 class _Entry:
@@ -85,6 +93,7 @@ class BlockCache:
         self._index.conn.execute("PRAGMA synchronous = NORMAL")
         self._unsynced: set[str] = set()   # block files written without fsync
         self._undurable = False            # unsynced files or index commits exist
+        self._unindexed: list[str] = []    # block files without an index row (``adopt``)
         self._load()
         self._downloads = ThreadPoolExecutor(downloaders, thread_name_prefix="rzd-fetch")
         self._uploaders = [threading.Thread(target=self._upload_loop, name=f"rzd-upload-{i}",
@@ -114,12 +123,50 @@ class BlockCache:
                 self._queue.append(hexname)
         for sub in (self.dir / "blocks").iterdir():
             for f in sub.iterdir():
-                if f.name not in self._entries:
-                    f.unlink(missing_ok=True)  # a temp file or a block never committed
+                if f.name in self._entries:
+                    continue
+                if _is_block_name(f.name):
+                    self._unindexed.append(f.name)   # ``adopt`` decides
+                else:
+                    f.unlink(missing_ok=True)        # a temp file
         self._index.commit(blocking=True)
         if self._queue:
             log.info("upload queue rebuilt: %d blocks, %d bytes", len(self._queue),
                      self.dirty_bytes)
+
+    def adopt(self, wanted: Callable[[bytes], bool]) -> int:
+        """Settle the block files that have no index row: written by a non-durable
+        ``put_dirty`` whose index commit a crash of the process overtook (``sync(durable=
+        False)`` does not wait for it). Those ``wanted`` (named by committed metadata) are
+        verified and queued for upload again; the rest are deleted. Call before ``start``;
+        returns the names deleted (an uploader may have stored them before the crash)."""
+        kept, dropped = 0, []
+        for hexname in self._unindexed:
+            path, name = self._path(hexname), bytes.fromhex(hexname)
+            if not wanted(name):
+                path.unlink(missing_ok=True)    # a write that never committed
+                dropped.append(name)
+                continue
+            try:
+                data = path.read_bytes()
+                self.codec.decode(data, name)
+            except (OSError, errors.Corrupt) as exc:
+                log.error("block %s named by the metadata is damaged in the cache: %s",
+                          hexname[:16], exc)
+                path.unlink(missing_ok=True)
+                continue
+            entry = _Entry(len(data), True, time.time())
+            self._entries[hexname] = entry
+            self.total_bytes += entry.size
+            self.dirty_bytes += entry.size
+            self._index[hexname] = entry.to_json()
+            self._queue.append(hexname)
+            kept += 1
+        self._unindexed = []
+        self._index.commit(blocking=True)
+        if kept:
+            log.info("%d cached blocks had lost their index rows in a crash; queued again", kept)
+        return dropped
 
     def _path(self, hexname: str) -> Path:
         return self.dir / "blocks" / hexname[:2] / hexname
@@ -169,12 +216,14 @@ class BlockCache:
             self._wake.wait(min(remaining, 0.5))
 
     def sync(self, durable: bool = True) -> None:
-        """Commit the index: every ``put_dirty`` so far survives a crash of the process,
-        and with ``durable`` also a crash of the machine."""
+        """Commit the index: with ``durable``, every ``put_dirty`` so far survives a crash
+        of the machine. Without, the commit is only queued (waiting for sqlitedict's thread
+        costs two thread switches per small file): the block files already survive a crash
+        of the process, and ``adopt`` finds them again by the metadata that names them."""
         if durable:
             self._flush()
         else:
-            self._index.commit(blocking=True)
+            self._index.commit(blocking=False)
             with self._lock:
                 self._undurable = True
 

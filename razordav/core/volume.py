@@ -133,12 +133,15 @@ class Volume:
         n = self.tree.purge_orphans()
         if n:
             log.info("removed %d unlinked inodes left by an earlier run", n)
+        unindexed = self.cache.adopt(lambda name: bool(self.tree.block_refs_row(name)))
         stray = [name for name in self.cache.names() if not self.tree.block_refs_row(name)]
-        if stray:
+        if stray or unindexed:
             # Blocks of writes that never committed: no metadata, here or in the bucket,
             # refers to them. Some may have reached the store before the crash.
-            log.info("dropping %d cached blocks of writes that never completed", len(stray))
+            log.info("dropping %d cached blocks of writes that never completed",
+                     len(stray) + len(unindexed))
             self.cache.discard(stray)
+            stray += unindexed
             try:
                 self.store.delete_many(block_key(n) for n in stray)
             except Exception as exc:  # the store is down: fsck --repair finds them later

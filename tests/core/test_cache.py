@@ -2,11 +2,13 @@
 the dirty limit turns into NoSpace, and a failing store keeps blocks queued."""
 
 import os
+import sqlite3
 import time
 
 import pytest
 
 from razordav.core import errors
+from razordav.core.blocks import block_key
 from razordav.store import ObjectStore
 from razordav.store.local import LocalStore
 
@@ -211,3 +213,70 @@ def test_deferred_commits_leave_blocks_unsynced_until_a_durable_point(open_volum
     finally:
         files.close_all()
         vol.cache.pause_uploads(False)
+
+
+def _crash(vol):
+    """Stop a volume as a kill -9 would: no commits, no uploads, no close of writers."""
+    vol._closed = True
+    vol.shipper.stop(flush=False)
+    vol._pool.shutdown()
+    vol.cache._closing = True
+    with vol.cache._lock:
+        vol.cache._wake.notify_all()
+    vol.tree.close()
+    vol.cache._index.close(do_log=False, force=True)   # queued index writes are lost
+
+
+def test_a_crash_before_the_index_commit_keeps_the_blocks_metadata_names(open_volume):
+    """In deferred mode (the FUSE face) the cache index commit is only queued. Block files a
+    crash left without index rows are verified and queued again if committed metadata names
+    them, and deleted (here and in the store) if not."""
+    from razordav.core.handles import OpenFiles
+    vol = open_volume(upload_paused=True)
+    files = OpenFiles(vol, max_age=3600)
+    kept_data, lost_data = os.urandom(BS + 10), os.urandom(BS)
+    ino = vol.tree.create(1, "f").ino
+    with vol.tree.deferred_sync():
+        files.open(ino)
+        files.write(ino, 0, kept_data)
+        files.close(ino)                                  # committed; index commit queued
+    orphan = vol.tree.create(1, "g").ino
+    w = vol.open_write("/g")
+    w.write(lost_data)                                    # one block, never committed
+    w._storer._reap(block=True)
+    named = set(vol.tree.extents(ino).values())
+    stray = {n for n in vol.cache.names()} - named
+    assert len(named) == 2 and len(stray) == 1
+    vol.tree.sync()    # the tree's commit is on disk; drop the index rows it promised
+    files._stop.set()
+    _crash(vol)
+    db = sqlite3.connect(vol.cache.dir / "index.sqlite")
+    with db:
+        db.execute("DELETE FROM blocks")
+    db.close()
+    vol.store.put(block_key(next(iter(stray))), b"uploaded before the crash")
+    assert orphan
+
+    vol2 = open_volume()
+    assert set(vol2.cache.names()) == named               # adopted; the stray one deleted
+    assert list(vol2.store.list(block_key(next(iter(stray))))) == []
+    assert vol2.read_file("/f") == kept_data
+    assert vol2.cache.wait_uploaded(30)
+    assert {o.key for o in vol2.store.list("blocks/")} == {block_key(n) for n in named}
+
+
+def test_a_damaged_unindexed_block_is_not_adopted(open_volume, caplog):
+    vol = open_volume(upload_paused=True)
+    vol.write_file("/f", os.urandom(BS))
+    name = next(iter(vol.tree.extents(vol.stat("/f").ino).values()))
+    path = vol.cache._path(name.hex())
+    _crash(vol)
+    db = sqlite3.connect(vol.cache.dir / "index.sqlite")
+    with db:
+        db.execute("DELETE FROM blocks")
+    db.close()
+    path.write_bytes(path.read_bytes()[:-1] + b"!")
+    vol2 = open_volume()
+    assert vol2.cache.names() == [] and not path.exists()
+    assert "damaged in the cache" in caplog.text
+
