@@ -172,6 +172,13 @@ class RazorOps(pyfuse3.Operations):
         self._pool.submit(self._deferred, fn, *args).add_done_callback(done)
         return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
 
+    async def _run(self, fn, *args, quick: bool = True):
+        """Run ``fn(*args)``: in the loop when ``quick`` (SQLite and memory only: cheaper than
+        the two thread switches of ``_call``), else on the pool."""
+        if not quick:
+            return await self._call(fn, *args)
+        return self._deferred(fn, *args)
+
     def _deferred(self, fn, *args):
         """Metadata commits of a request are atomic at once and durable at the next fsync,
         as on a local file system (a flush to disk per create or chmod would bound git and
@@ -278,7 +285,7 @@ class RazorOps(pyfuse3.Operations):
                     gone.append(ino)
         if gone:
             try:
-                await self._call(self._release_inodes, gone)
+                await self._run(self._release_inodes, gone)
             except Exception:
                 log.exception("forget failed")
 
@@ -288,7 +295,8 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def setattr(self, inode, attr, fields, fh, ctx):
-        return self._entry(await self._call(self._setattr, inode, attr, fields))
+        quick = (not fields.update_size or attr.st_size == 0) and self.files.quick(inode)
+        return self._entry(await self._run(self._setattr, inode, attr, fields, quick=quick))
 
     def _setattr(self, ino: int, new, fields) -> Attr:
         changes = {}
@@ -325,19 +333,19 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def mknod(self, parent, name, mode, rdev, ctx):
-        return self._looked_up(await self._call(self._make, parent, _name(name), mode, ctx,
-                                                 {"rdev": rdev}))
+        return self._looked_up(await self._run(self._make, parent, _name(name), mode, ctx,
+                                                {"rdev": rdev}))
 
     @_translated
     async def mkdir(self, parent, name, mode, ctx):
         mode = stat.S_IFDIR | (mode & 0o7777)
-        return self._looked_up(await self._call(self._make, parent, _name(name), mode, ctx, {}))
+        return self._looked_up(await self._run(self._make, parent, _name(name), mode, ctx, {}))
 
     @_translated
     async def symlink(self, parent, name, target, ctx):
         mode = stat.S_IFLNK | 0o777
-        return self._looked_up(await self._call(self._make, parent, _name(name), mode, ctx,
-                                                 {"target": target}))
+        return self._looked_up(await self._run(self._make, parent, _name(name), mode, ctx,
+                                                {"target": target}))
 
     def _make(self, parent: int, name: str, mode: int, ctx, extra: dict) -> Attr:
         uid, gid, mode = self._owner(parent, mode, ctx)
@@ -346,7 +354,7 @@ class RazorOps(pyfuse3.Operations):
     @_translated
     async def create(self, parent, name, mode, flags, ctx):
         mode = stat.S_IFREG | (mode & 0o7777)
-        attr = await self._call(self._create, parent, _name(name), mode, flags, ctx)
+        attr = await self._run(self._create, parent, _name(name), mode, flags, ctx)
         fh = next(self._next_fh)
         self._handles[fh] = attr.ino
         return pyfuse3.FileInfo(fh=fh), self._looked_up(attr)
@@ -368,22 +376,22 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        attr = await self._call(self.tree.link, inode, new_parent_inode, _name(new_name))
+        attr = await self._run(self.tree.link, inode, new_parent_inode, _name(new_name))
         return self._looked_up(self.files.overlay(attr))
 
     @_translated
     async def unlink(self, parent_inode, name, ctx):
-        await self._call(self.tree.unlink, parent_inode, _name(name), self._keep)
+        await self._run(self.tree.unlink, parent_inode, _name(name), self._keep)
 
     @_translated
     async def rmdir(self, parent_inode, name, ctx):
-        self._gone(await self._call(self.tree.rmdir, parent_inode, _name(name), self._keep))
+        self._gone(await self._run(self.tree.rmdir, parent_inode, _name(name), self._keep))
 
     @_translated
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags & ~_RENAME_FLAGS:
             raise pyfuse3.FUSEError(errno.EINVAL)   # RENAME_WHITEOUT: overlayfs only
-        replaced = await self._call(
+        replaced = await self._run(
             functools.partial(self.tree.rename, parent_inode_old, _name(name_old),
                               parent_inode_new, _name(name_new),
                               replace=not flags & pyfuse3.RENAME_NOREPLACE,
@@ -402,7 +410,8 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def open(self, inode, flags, ctx):
-        keep_cache = await self._call(self._open, inode, flags)
+        keep_cache = await self._run(self._open, inode, flags,
+                                     quick=not flags & os.O_TRUNC or self.files.quick(inode))
         fh = next(self._next_fh)
         self._handles[fh] = inode
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
@@ -429,11 +438,14 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def write(self, fh, off, buf):
-        return await self._call(self.files.write, self._handles[fh], off, buf)
+        ino = self._handles[fh]
+        return await self._run(self.files.write, ino, off, buf,
+                               quick=self.files.quick(ino, off, len(buf)))
 
     @_translated
     async def flush(self, fh):
-        await self._call(self.files.flush, self._handles[fh])
+        ino = self._handles[fh]
+        await self._run(self.files.flush, ino, quick=self.files.quick(ino))
 
     @_translated
     async def fsync(self, fh, datasync):
@@ -445,7 +457,8 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def release(self, fh):
-        await self._call(self.files.close, self._handles.pop(fh))
+        ino = self._handles.pop(fh)
+        await self._run(self.files.close, ino, quick=self.files.quick(ino))
 
     # -- directories --
 
@@ -460,7 +473,7 @@ class RazorOps(pyfuse3.Operations):
     @_translated
     async def readdir(self, fh, start_id, token):
         listing = self._dirs[fh]
-        rows = await self._call(self._rows, listing, start_id)
+        rows = await self._run(self._rows, listing, start_id)
         sent = 0
         for raw, attr, offset in rows:
             if not pyfuse3.readdir_reply(token, raw, self._entry(attr), offset):
@@ -511,7 +524,7 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def setxattr(self, inode, name, value, ctx):
-        await self._call(self.tree.set_xattr, inode, self._xattr_name(name), bytes(value))
+        await self._run(self.tree.set_xattr, inode, self._xattr_name(name), bytes(value))
 
     @_translated
     async def getxattr(self, inode, name, ctx):
@@ -528,7 +541,7 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def removexattr(self, inode, name, ctx):
-        await self._call(self.tree.set_xattr, inode, self._xattr_name(name), None)
+        await self._run(self.tree.set_xattr, inode, self._xattr_name(name), None)
 
     # -- permissions and the file system --
 
@@ -598,3 +611,4 @@ class RazorOps(pyfuse3.Operations):
             self._refs.clear()
         self._release_inodes(inos)
         self._pool.shutdown(wait=True)
+
