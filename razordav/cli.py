@@ -136,7 +136,8 @@ def open_volume(opts: config.Options, **kw):
         return Volume.open(opts.data_dir, opts.store, endpoint=opts.s3_endpoint,
                            block_size=opts.block_size, cache_size=opts.cache_size,
                            dirty_limit=opts.dirty_limit, uploaders=opts.uploaders,
-                           lease_ttl=opts.lease_ttl,
+                           lease_ttl=opts.lease_ttl, upload_delay=opts.upload_delay,
+                           upload_delay_max=opts.upload_delay_max,
                            **{"journal_interval": opts.journal_interval, **kw})
     except StoreError as exc:
         raise UserError(f"object store: {exc}") from None

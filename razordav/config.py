@@ -28,6 +28,8 @@ class Options:
     dirty_limit: int | None = None      # default: 80 % of cache_size
     block_size: int = 4 << 20
     uploaders: int = 8
+    upload_delay: float = 2.0           # seconds writes must pause before their blocks upload
+    upload_delay_max: float = 30.0      # the longest a block waits for that pause
     journal_interval: float = 2.0       # seconds between metadata shipments to the store
     lease_ttl: float = 30.0             # seconds another gateway must wait after a crash
     threads: int = 32
@@ -87,7 +89,7 @@ def load(config_file: str | None, overrides: dict) -> Options:
                 value = int(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{key} must be a whole number, not {value!r}") from None
-        elif key in ("journal_interval", "lease_ttl"):
+        elif key in ("journal_interval", "lease_ttl", "upload_delay", "upload_delay_max"):
             try:
                 value = float(value)
             except (TypeError, ValueError):
@@ -99,6 +101,10 @@ def load(config_file: str | None, overrides: dict) -> Options:
         raise ConfigError("block_size must be between 64K and 64M")
     if not 0.1 <= opts.journal_interval <= 60:
         raise ConfigError("journal_interval must be between 0.1 and 60 seconds")
+    if not 0 <= opts.upload_delay <= 600:
+        raise ConfigError("upload_delay must be between 0 and 600 seconds")
+    if not opts.upload_delay <= opts.upload_delay_max <= 3600:
+        raise ConfigError("upload_delay_max must be between upload_delay and 3600 seconds")
     if opts.lease_ttl < 5:
         raise ConfigError("lease_ttl must be at least 5 seconds")
     auth = [a.strip() for a in str(opts.auth).lower().split(",")]

@@ -9,7 +9,12 @@ asks it to drop the ones no metadata refers to.
 Write-back protocol (see docs/notes/cache.md): ``put_dirty`` writes and fsyncs the object
 file; ``sync`` commits the index, after which the block survives a crash and will be uploaded.
 Uploads drain oldest first through ``uploaders`` threads; a transient store error puts the
-block back at the head of the queue and pauses that thread with a growing delay.
+block back at the head of the queue and pauses that thread with a growing delay. With an
+``upload_delay`` each upload starts only once no block was written (and no face reported a
+change, ``touch``) for that long: a burst of writes - a git checkout, an untar, a big copy -
+runs without uploads competing for the CPU, as with rclone's ``--vfs-write-back``. A block
+waits at most ``upload_delay_max``; none wait when half the dirty limit is used or someone
+waits for the uploads (``wait_uploaded``).
 
 Lock order: ``_lock`` guards ``_entries``, ``_queue``, ``_inflight``, the byte counters and
 ``stats``; it is never held during disk or store I/O. ``_index`` is sqlitedict's own thread.
@@ -61,7 +66,8 @@ class BlockCache:
     def __init__(self, directory: str | os.PathLike, store: store_mod.ObjectStore,
                  codec: BlockCodec, max_bytes: int = 10 << 30, dirty_limit: int | None = None,
                  uploaders: int = 8, downloaders: int = 4, hot_blocks: int = 8,
-                 upload_paused: bool = False):
+                 upload_paused: bool = False, upload_delay: float = 0.0,
+                 upload_delay_max: float = 30.0):
         self.dir = Path(directory)
         (self.dir / "blocks").mkdir(parents=True, exist_ok=True)
         self.store = store
@@ -83,6 +89,10 @@ class BlockCache:
         self.last_error_time: float | None = None
         self._closing = False
         self._paused = upload_paused
+        self.upload_delay = upload_delay
+        self.upload_delay_max = max(upload_delay_max, upload_delay)
+        self._last_change = 0.0      # time.monotonic() of the newest block or touch()
+        self._draining = 0        # callers of wait_uploaded: no delay meanwhile
         self.room_timeout = 30.0
         # WAL: one flush per commit instead of a rollback journal's several; no outer_stack:
         # sqlitedict would capture a traceback on every request to report errors with it.
@@ -198,7 +208,12 @@ class BlockCache:
             self.dirty_bytes += entry.size
             self._index[hexname] = entry.to_json()
             self._queue.append(hexname)
-            self._wake.notify()
+            self._last_change = time.monotonic()
+            # With a delay, the uploaders need waking only to start their timed wait, or
+            # when the delay ends early; a wake per block would cost a thread switch each.
+            if (not self.upload_delay or len(self._queue) == 1
+                    or self.dirty_bytes * 2 >= self.dirty_limit):
+                self._wake.notify()
         self._evict()
 
     def _wait_for_room(self, size: int) -> None:
@@ -451,11 +466,19 @@ class BlockCache:
         delay = 0.0
         while True:
             with self._lock:
-                while not self._closing and (self._paused or not self._queue):
-                    self._wake.wait()
+                while not self._closing:
+                    if self._paused or not self._queue:
+                        self._wake.wait()
+                        continue
+                    wait = self._upload_wait()
+                    if wait <= 0:
+                        break
+                    self._wake.wait(wait)
                 if self._closing:
                     return
                 hexname = self._queue.popleft()
+                if self._queue:
+                    self._wake.notify()   # the next uploader joins in (after a delay)
                 self._uploading.add(hexname)
             try:
                 ok = self._upload(hexname)
@@ -469,6 +492,19 @@ class BlockCache:
                 delay = min(30.0, max(0.5, delay * 2))
                 with self._lock:
                     self._wake.wait(delay)
+
+    def touch(self) -> None:
+        """A face changed something: uploads keep waiting for a pause (``upload_delay``)."""
+        self._last_change = time.monotonic()
+
+    def _upload_wait(self) -> float:
+        """Seconds until the head of the queue may be uploaded (caller holds ``_lock``)."""
+        if not self.upload_delay or self._draining or self.dirty_bytes * 2 >= self.dirty_limit:
+            return 0.0
+        quiet = self._last_change + self.upload_delay - time.monotonic()
+        head = self._entries.get(self._queue[0])
+        oldest = 0.0 if head is None else head.t + self.upload_delay_max - time.time()
+        return max(0.0, min(quiet, oldest))
 
     def _upload(self, hexname: str) -> bool:
         """Upload one dirty block; False if the store failed and the block is queued again."""
@@ -509,14 +545,20 @@ class BlockCache:
             return len(self._queue) + len(self._uploading)
 
     def wait_uploaded(self, timeout: float | None = None) -> bool:
-        """Block until nothing is dirty; False on timeout."""
+        """Block until nothing is dirty (uploading without delay meanwhile); False on
+        timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self.dirty_bytes > 0 or self._uploading:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._wake.wait(min(remaining or 0.5, 0.5))
+            self._draining += 1
+            self._wake.notify_all()
+            try:
+                while self.dirty_bytes > 0 or self._uploading:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._wake.wait(min(remaining or 0.5, 0.5))
+            finally:
+                self._draining -= 1
         self._index.commit(blocking=True)
         return True
 

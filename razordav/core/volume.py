@@ -75,6 +75,7 @@ class Volume:
              endpoint: str | None = None, store: store_mod.ObjectStore | None = None,
              block_size: int | None = None, cache_size: int = DEFAULT_CACHE_SIZE,
              dirty_limit: int | None = None, uploaders: int = 8, upload_paused: bool = False,
+             upload_delay: float = 0.0, upload_delay_max: float = 30.0,
              workers: int | None = None, readahead: int = 4, journal_interval: float = 2.0,
              snapshot_interval: float = 600.0, lease_ttl: float = 30.0,
              takeover: bool = False) -> "Volume":
@@ -113,7 +114,8 @@ class Volume:
         codec = BlockCodec()
         cache = BlockCache(data_dir / "cache", store, codec, max_bytes=cache_size,
                            dirty_limit=dirty_limit, uploaders=uploaders,
-                           upload_paused=upload_paused)
+                           upload_paused=upload_paused, upload_delay=upload_delay,
+                           upload_delay_max=upload_delay_max)
         vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
                   workers or max(2, os.cpu_count() or 2), readahead)
         vol.lease = lease

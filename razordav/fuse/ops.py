@@ -87,6 +87,7 @@ def _translated(fn):
     """Run a handler; whatever it raises reaches the kernel as an errno."""
     @functools.wraps(fn)
     async def handler(self, *args):
+        self.vol.cache.touch()   # uploads wait for a pause in requests (upload_delay)
         try:
             return await fn(self, *args)
         except pyfuse3.FUSEError:

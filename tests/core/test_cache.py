@@ -280,3 +280,54 @@ def test_a_damaged_unindexed_block_is_not_adopted(open_volume, caplog):
     assert vol2.cache.names() == [] and not path.exists()
     assert "damaged in the cache" in caplog.text
 
+
+def test_uploads_wait_for_a_pause_in_writes(open_volume):
+    """With upload_delay, nothing uploads while blocks keep coming; the backlog goes out in
+    the pause after them."""
+    vol = open_volume(upload_delay=0.6, upload_delay_max=30)
+    t_end = time.monotonic() + 1.5
+    i = 0
+    while time.monotonic() < t_end:
+        vol.write_file(f"/f{i}", os.urandom(100))
+        i += 1
+        time.sleep(0.05)
+        assert vol.cache.stats["uploads"] == 0, f"an upload during the writes (file {i})"
+    deadline = time.monotonic() + 10
+    while vol.cache.queue_length() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert vol.cache.queue_length() == 0 and vol.cache.stats["uploads"] == i
+
+
+def test_touch_holds_uploads_back_as_new_blocks_do(open_volume):
+    vol = open_volume(upload_delay=0.5)
+    vol.write_file("/f", os.urandom(100))
+    for _ in range(15):                # a face keeps reporting requests for 1.5 s
+        vol.cache.touch()
+        time.sleep(0.1)
+        assert vol.cache.stats["uploads"] == 0
+    time.sleep(1.5)
+    assert vol.cache.stats["uploads"] == 1
+
+
+def test_no_block_waits_longer_than_upload_delay_max(open_volume):
+    vol = open_volume(upload_delay=1, upload_delay_max=1.5)
+    vol.write_file("/f", os.urandom(100))
+    t0 = time.monotonic()
+    while vol.cache.stats["uploads"] == 0 and time.monotonic() - t0 < 10:
+        vol.cache.touch()              # never a pause
+        time.sleep(0.05)
+    assert vol.cache.stats["uploads"] == 1 and 1.3 < time.monotonic() - t0 < 3
+
+
+def test_wait_uploaded_and_a_full_cache_skip_the_delay(open_volume):
+    vol = open_volume(upload_delay=60, upload_delay_max=600)
+    vol.write_file("/f", os.urandom(100))
+    t0 = time.monotonic()
+    assert vol.cache.wait_uploaded(10) and time.monotonic() - t0 < 5
+    vol2 = open_volume("data2", store_url=None, upload_delay=60, upload_delay_max=600,
+                       dirty_limit=4 * (BS + 64))
+    vol2.write_file("/big", os.urandom(3 * BS))          # half the dirty limit: no waiting
+    t0 = time.monotonic()
+    while vol2.cache.queue_length() and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    assert vol2.cache.queue_length() == 0

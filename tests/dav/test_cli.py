@@ -47,6 +47,9 @@ def test_flags_override_config_file(tmp_path):
     ("port: 99999\n", "out of range"),
     ("[not, a, mapping]\n", "mapping"),
     ("port: [\n", "not valid YAML"),
+    ("upload_delay: soon\n", "upload_delay must be a number of seconds"),
+    ("upload_delay: -1\n", "upload_delay must be between 0 and 600"),
+    ("upload_delay: 10\nupload_delay_max: 5\n", "upload_delay_max must be between"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, content, message):
     cfg = tmp_path / "c.yaml"
