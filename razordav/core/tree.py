@@ -591,6 +591,23 @@ class Tree:
                 self._purge(c, ino)
             return True
 
+    def purge_if_unlinked_many(self, inos: list[int]) -> int:
+        """``purge_if_unlinked`` for many inodes, found with a query per 500; how many went."""
+        gone = 0
+        with self._lock:
+            c = self._conn()
+            for i in range(0, len(inos), 500):
+                chunk = inos[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                dead = [r[0] for r in c.execute(
+                    f"SELECT ino FROM inodes WHERE nlink <= 0 AND ino IN ({marks})", chunk)]
+                if dead:
+                    with self.write() as w:
+                        for ino in dead:
+                            self._purge(w, ino)
+                    gone += len(dead)
+        return gone
+
     def purge_orphans(self) -> int:
         """Delete every unlinked inode (left by a crash while open); return how many."""
         with self.write() as c:

@@ -219,11 +219,10 @@ class RazorOps(pyfuse3.Operations):
                 self.vol.hold(ino)
 
     def _release_inodes(self, inos: list[int]) -> None:
-        for ino in inos:
-            try:
-                self.vol.release(ino)
-            except Exception:
-                log.exception("releasing inode %d failed", ino)
+        try:
+            self.vol.release_many(inos)
+        except Exception:
+            log.exception("releasing %d inodes failed", len(inos))
 
     def _gone(self, ino: int | None) -> None:
         """``ino`` was removed from the tree: a kernel that knows it must not take a new inode

@@ -132,6 +132,22 @@ def test_unlink_keeps_open_inode_until_purged(tree):
         tree.getattr(f.ino)
 
 
+def test_purge_if_unlinked_many_takes_only_the_unlinked(tree):
+    """The FUSE face forgets thousands of inodes at once: one query finds the dead ones."""
+    files = [tree.create(ROOT, f"f{i}") for i in range(1200)]   # more than one chunk
+    dead = {f.ino for f in files[::3]}
+    for i in range(0, len(files), 3):
+        tree.unlink(ROOT, f"f{i}", keep=dead)
+    assert tree.purge_if_unlinked_many([f.ino for f in files] + [10 ** 9]) == len(dead)
+    for f in files:
+        if f.ino in dead:
+            with pytest.raises(errors.NotFound):
+                tree.getattr(f.ino)
+        else:
+            assert tree.getattr(f.ino).nlink == 1
+    assert check_tree(tree) == []
+
+
 def test_rmdir_and_rename_keep_an_open_directory_until_purged(tree):
     d = tree.mkdir(ROOT, "d")
     tree.rmdir(ROOT, "d", keep={d.ino})
