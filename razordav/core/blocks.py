@@ -97,9 +97,24 @@ class KindStats:
 @dataclass
 class EncodedBlock:
     digest: bytes
-    data: bytes       # header + payload, as stored
+    header: bytes
+    payload: bytes | bytearray | memoryview   # the raw block itself when stored raw
     raw_size: int
     kind: str
+
+    @property
+    def parts(self) -> tuple:
+        """The stored object in two pieces (written with one writev, not joined)."""
+        return self.header, self.payload
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + len(self.payload)
+
+    @property
+    def data(self) -> bytes:
+        """The stored object: header + payload."""
+        return self.header + bytes(self.payload)
 
 
 @dataclass
@@ -138,9 +153,12 @@ class BlockCodec:
             return "compressed"
         return "text" if _looks_like_text(sample[:SAMPLE]) else "binary"
 
-    def encode(self, raw: bytes, hint: str | None = None) -> EncodedBlock:
+    def encode(self, raw: bytes | bytearray, hint: str | None = None,
+               name: bytes | None = None) -> EncodedBlock:
+        """Encode ``raw`` (whose digest the caller may pass as ``name``). A raw payload is
+        ``raw`` itself, not a copy: the caller must not change it while it is stored."""
         start = time.perf_counter()
-        name = digest(raw)
+        name = name or digest(raw)
         kind = self.classify(raw, hint)
         level = LEVELS[kind]
         codec, payload = CODEC_RAW, raw
@@ -148,15 +166,15 @@ class BlockCodec:
             packed = self._compressor(level).compress(raw)
             if len(packed) < len(raw):
                 codec, payload = CODEC_ZSTD, packed
-        data = HEADER.pack(MAGIC, FORMAT_VERSION, codec, 0, len(raw), zlib.crc32(payload)) \
-            + bytes(payload)
+        header = HEADER.pack(MAGIC, FORMAT_VERSION, codec, 0, len(raw), zlib.crc32(payload))
+        enc = EncodedBlock(name, header, payload, len(raw), kind)
         with self._stats_lock:
             s = self.stats[kind]
             s.blocks += 1
             s.bytes_in += len(raw)
-            s.bytes_stored += len(data)
+            s.bytes_stored += enc.size
             s.seconds += time.perf_counter() - start
-        return EncodedBlock(name, data, len(raw), kind)
+        return enc
 
     def decode(self, data: bytes, expected: bytes) -> bytes:
         """Verify a stored object and return its raw bytes; raise ``Corrupt`` on any fault."""

@@ -183,26 +183,29 @@ class BlockCache:
 
     # -- writing --
 
-    def put_dirty(self, name: bytes, data: bytes, durable: bool = True) -> None:
-        """Store a new block on local disk and queue it for upload: fsynced, or, with
-        ``durable`` false, only written (safe from a crash of the process; the disk gets it
-        at ``make_durable``). Raises ``NoSpace`` when the blocks not yet uploaded would pass
-        the dirty limit. The index entry is kept only after ``sync()``.
+    def put_dirty(self, name: bytes, data: bytes | tuple, durable: bool = True) -> None:
+        """Store a new block (the stored object, or its pieces: header, payload) on local
+        disk and queue it for upload: fsynced, or, with ``durable`` false, only written
+        (safe from a crash of the process; the disk gets it at ``make_durable``). Raises
+        ``NoSpace`` when the blocks not yet uploaded would pass the dirty limit. The index
+        entry is kept only after ``sync()``.
         """
         hexname = name.hex()
+        parts = data if isinstance(data, tuple) else (data,)
+        size = sum(len(p) for p in parts)
         with self._lock:
             if hexname in self._entries:
                 return
-            self._wait_for_room(len(data))
-        self._write_file(hexname, data, fsync=durable)
+            self._wait_for_room(size)
+        self._write_file(hexname, parts, fsync=durable)
         with self._lock:
             if not durable:
                 self._unsynced.add(hexname)
                 self._undurable = True
             if hexname in self._entries:
                 return
-            entry = _Entry(len(data), True, time.time())
-            entry.plain = is_raw(data)   # our own encoding of bytes hashed here
+            entry = _Entry(size, True, time.time())
+            entry.plain = is_raw(parts[0])   # our own encoding of bytes hashed here
             self._entries[hexname] = entry
             self.total_bytes += entry.size
             self.dirty_bytes += entry.size
@@ -262,12 +265,12 @@ class BlockCache:
         self._index.commit(blocking=True)
         fsync_path(self.dir / "index.sqlite-wal")
 
-    def _write_file(self, hexname: str, data: bytes, fsync: bool) -> None:
+    def _write_file(self, hexname: str, parts: tuple, fsync: bool) -> None:
         path = self._path(hexname)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f"{hexname}.tmp{threading.get_ident()}")
         with open(tmp, "wb") as f:
-            f.write(data)
+            f.writelines(parts)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -372,7 +375,7 @@ class BlockCache:
                 self.stats["fetched_bytes"] += len(data)
                 known = hexname in self._entries
             if not known:
-                self._write_file(hexname, data, fsync=False)
+                self._write_file(hexname, (data,), fsync=False)
                 with self._lock:
                     if hexname not in self._entries:
                         entry = _Entry(len(data), False, time.time())

@@ -128,9 +128,9 @@ class _BlockStorer:
         try:
             if vol.tree.block_refs_row(name):
                 return name, None  # stored before: dedup
-            enc = vol.codec.encode(raw, self.hint)
-            vol.cache.put_dirty(name, enc.data, durable=self.durable)
-            return name, (name, enc.raw_size, len(enc.data))
+            enc = vol.codec.encode(raw, self.hint, name)
+            vol.cache.put_dirty(name, enc.parts, durable=self.durable)
+            return name, (name, enc.raw_size, enc.size)
         except BaseException:
             vol.pins.unpin([name])
             raise

@@ -64,8 +64,8 @@ class _Inode:
         self.lock = threading.Lock()
         self.users = 0                        # guarded by OpenFiles._lock
         self.gone = False                     # removed from OpenFiles._states
-        self.blocks: dict[int, bytearray | bytes] = {}   # bytes: handed to ``storer``
-        self.submitted: set[int] = set()      # indexes whose current bytes are in ``storer``
+        self.blocks: dict[int, bytearray] = {}
+        self.submitted: set[int] = set()      # indexes whose bytes ``storer`` has: not changed
         self.storer: _BlockStorer | None = None
         self.dirty_bytes = 0
         self.size: int | None = None          # None: the committed size
@@ -282,10 +282,10 @@ class OpenFiles:
 
     def _dirty_block(self, st: _Inode, idx: int, lo: int, hi: int) -> bytearray:
         block = st.blocks.get(idx)
-        if isinstance(block, bytearray):
-            return block
-        if block is not None:   # handed to the storer: it changes again
-            st.submitted.discard(idx)
+        if block is not None:
+            if idx not in st.submitted:
+                return block
+            st.submitted.discard(idx)   # the storer may still read it: change a copy
             return bytearray(block)
         held = self._committed_len(st, idx)
         if held == 0 or (lo == 0 and hi >= held):
@@ -301,8 +301,7 @@ class OpenFiles:
 
     def _submit(self, st: _Inode, idx: int) -> None:
         """Start encoding a complete block now; a failure here only defers it to the commit."""
-        data = bytes(st.blocks[idx])
-        st.blocks[idx] = data
+        data = st.blocks[idx]   # not copied: a later write changes a copy (_dirty_block)
         try:
             if st.storer is None:
                 st.storer = _BlockStorer(self.vol, None, durable=not self.tree.deferred)
@@ -402,9 +401,7 @@ class OpenFiles:
                 self.vol.check_room(st.size - self.tree.getattr(st.ino).size)
             for idx, block in st.blocks.items():
                 if idx not in st.submitted:
-                    data = bytes(block)
-                    st.blocks[idx] = data
-                    storer.submit(idx, data)
+                    storer.submit(idx, block)
             st.submitted = set(st.blocks)
             if storer.pending or storer.done:
                 storer.wait()   # blocks fsynced and indexed before metadata names them
