@@ -500,6 +500,10 @@ class BlockCache:
         """A face changed something: uploads keep waiting for a pause (``upload_delay``)."""
         self._last_change = time.monotonic()
 
+    def busy(self) -> bool:
+        """Whether a block was written or a face reported a request within ``upload_delay``."""
+        return bool(self.upload_delay) and time.monotonic() - self._last_change < self.upload_delay
+
     def _upload_wait(self) -> float:
         """Seconds until the head of the queue may be uploaded (caller holds ``_lock``)."""
         if not self.upload_delay or self._draining or self.dirty_bytes * 2 >= self.dirty_limit:

@@ -67,7 +67,9 @@ class Shipper:
         self.last_ship: float | None = None
         self._last_snapshot = time.monotonic()
         self._segments_since_snapshot = 0
-        self.on_round = []                     # callables run after each round (lease, stats)
+        self.on_round = []                     # callables run after each round (stats)
+        self.on_tick = []                      # and every interval, rounds or not (lease)
+        self._last_round = time.monotonic()
         self.collected = 0                     # blocks deleted so far
 
     # -- state --
@@ -89,17 +91,28 @@ class Shipper:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._kick.wait(self.interval)
+            kicked = self._kick.wait(self.interval)
             self._kick.clear()
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("journal round failed")
-            for fn in self.on_round:
+            after = self.on_tick
+            if kicked or not self._resting():
+                try:
+                    self.run_once()
+                except Exception:
+                    log.exception("journal round failed")
+                self._last_round = time.monotonic()
+                after = after + self.on_round
+            for fn in after:
                 try:
                     fn()
                 except Exception:
                     log.exception("after-round task failed")
+
+    def _resting(self) -> bool:
+        """Whether this round waits for a pause in the faces' requests, as uploads do
+        (``BlockCache.busy``): shipping, GC and the stats scan compete with them for the
+        CPU, and the rows would wait for their blocks anyway. At most ``upload_delay_max``."""
+        cache = self.vol.cache
+        return cache.busy() and time.monotonic() - self._last_round < cache.upload_delay_max
 
     def stop(self, flush: bool = True, timeout: float = 10.0) -> None:
         """Stop the loop; with ``flush``, try for ``timeout`` seconds to ship what is left."""

@@ -175,3 +175,38 @@ def test_file_modes_and_special_files_replicate(open_volume, tmp_path):
     a = t.lookup(1, "fifo")
     assert stat.S_ISFIFO(a.mode) and a.uid == 7 and a.gid == 8
     t.close()
+
+
+def test_shipping_rests_while_the_faces_are_busy(open_volume):
+    """Rounds wait for a pause in requests (upload_delay), as uploads do, at most
+    upload_delay_max; the lease is renewed all the same."""
+    import time
+    vol = open_volume(journal_interval=0.1, upload_delay=0.8, upload_delay_max=30)
+    renewals = []
+    vol.shipper.on_tick.append(lambda: renewals.append(time.monotonic()))
+    time.sleep(0.3)
+    base = vol.shipper.shipped()
+    t_end = time.monotonic() + 1.5
+    i = 0
+    while time.monotonic() < t_end:
+        vol.mkdir(f"/d{i}")          # metadata only: nothing for the uploaders
+        vol.cache.touch()
+        i += 1
+        time.sleep(0.05)
+    assert vol.shipper.shipped() == base, "shipped while requests kept coming"
+    assert len(renewals) >= 10
+    deadline = time.monotonic() + 5
+    while vol.shipper.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert vol.shipper.pending() == 0 and vol.shipper.shipped() > base
+
+
+def test_shipping_waits_no_longer_than_upload_delay_max(open_volume):
+    import time
+    vol = open_volume(journal_interval=0.1, upload_delay=2, upload_delay_max=2.5)
+    vol.mkdir("/d")
+    t0 = time.monotonic()
+    while vol.shipper.pending() and time.monotonic() - t0 < 10:
+        vol.cache.touch()
+        time.sleep(0.05)
+    assert vol.shipper.pending() == 0 and time.monotonic() - t0 < 4
