@@ -67,8 +67,8 @@ class Shipper:
         self.last_ship: float | None = None
         self._last_snapshot = time.monotonic()
         self._segments_since_snapshot = 0
-        self.on_round = []                     # callables run after each round (stats)
-        self.on_tick = []                      # and every interval, rounds or not (lease)
+        self.on_round = []                     # callables run after each round
+        self.on_tick = []                      # and every interval, rounds or not (lease, stats)
         self._last_round = time.monotonic()
         self.collected = 0                     # blocks deleted so far
 

@@ -124,8 +124,7 @@ class Volume:
         cache.start()
         vol.shipper = Shipper(vol, interval=journal_interval or 2.0,
                               snapshot_interval=snapshot_interval)
-        vol.shipper.on_tick.append(vol._check_lease)
-        vol.shipper.on_round.append(vol._write_stats)
+        vol.shipper.on_tick += [vol._check_lease, vol._write_stats]
         vol._write_stats()
         if journal_interval > 0:
             vol.shipper.start()
