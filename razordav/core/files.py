@@ -333,7 +333,7 @@ class FileReader:
         if not self.closed:
             self.closed = True
             self.vol.pins.unpin(self._pinned)
-            self.vol._reader_closed(self.ino)
+            self.vol.release(self.ino)
 
     def __enter__(self):
         return self

@@ -582,19 +582,13 @@ class Tree:
 
     def purge_if_unlinked(self, ino: int) -> bool:
         """Delete an inode whose last link went while it was open; True if it was deleted."""
-        with self._lock:   # no write transaction of this process is half done while held
-            row = self._conn().execute("SELECT nlink FROM inodes WHERE ino = ?",
-                                       (ino,)).fetchone()
-            if row is None or row[0] > 0:
-                return False     # the common case, decided without a write transaction
-            with self.write() as c:
-                self._purge(c, ino)
-            return True
+        return self.purge_if_unlinked_many([ino]) == 1
 
     def purge_if_unlinked_many(self, inos: list[int]) -> int:
-        """``purge_if_unlinked`` for many inodes, found with a query per 500; how many went."""
+        """``purge_if_unlinked`` for many inodes, found with a query per 500 (and no write
+        transaction in the common case: none of them unlinked); how many went."""
         gone = 0
-        with self._lock:
+        with self._lock:   # no write transaction of this process is half done while held
             c = self._conn()
             for i in range(0, len(inos), 500):
                 chunk = inos[i:i + 500]

@@ -274,7 +274,7 @@ class Volume:
 
     def release(self, ino: int) -> None:
         """End one ``hold``; an inode without links is deleted with its last handle."""
-        self._reader_closed(ino)
+        self.release_many([ino])
 
     def release_many(self, inos: list[int]) -> None:
         """``release`` each of ``inos``, looking for unlinked ones in one query (the kernel
@@ -416,16 +416,6 @@ class Volume:
     def _open_inodes(self) -> set[int]:
         with self._locks_lock:
             return set(self._open_readers)
-
-    def _reader_closed(self, ino: int) -> None:
-        with self._locks_lock:
-            n = self._open_readers.get(ino, 0) - 1
-            if n > 0:
-                self._open_readers[ino] = n
-                return
-            self._open_readers.pop(ino, None)
-        if not self._closed:
-            self.tree.purge_if_unlinked(ino)
 
     def _discard_uncommitted(self, names: list[bytes]) -> None:
         """Drop blocks an abandoned write stored that no committed file refers to."""
