@@ -104,7 +104,7 @@ class EncodedBlock:
 
     @property
     def parts(self) -> tuple:
-        """The stored object in two pieces (written with one writev, not joined)."""
+        """The stored object in two pieces, written one after the other, never joined."""
         return self.header, self.payload
 
     @property

@@ -144,7 +144,7 @@ class BlockCache:
             log.info("upload queue rebuilt: %d blocks, %d bytes", len(self._queue),
                      self.dirty_bytes)
 
-    def adopt(self, wanted: Callable[[bytes], bool]) -> int:
+    def adopt(self, wanted: Callable[[bytes], bool]) -> list[bytes]:
         """Settle the block files that have no index row: written by a non-durable
         ``put_dirty`` whose index commit a crash of the process overtook (``sync(durable=
         False)`` does not wait for it). Those ``wanted`` (named by committed metadata) are

@@ -67,8 +67,7 @@ class Shipper:
         self.last_ship: float | None = None
         self._last_snapshot = time.monotonic()
         self._segments_since_snapshot = 0
-        self.on_round = []                     # callables run after each round
-        self.on_tick = []                      # and every interval, rounds or not (lease, stats)
+        self.on_tick = []                      # run every interval, round or rest (lease, stats)
         self._last_round = time.monotonic()
         self.collected = 0                     # blocks deleted so far
 
@@ -93,15 +92,13 @@ class Shipper:
         while not self._stop.is_set():
             kicked = self._kick.wait(self.interval)
             self._kick.clear()
-            after = self.on_tick
             if kicked or not self._resting():
                 try:
                     self.run_once()
                 except Exception:
                     log.exception("journal round failed")
                 self._last_round = time.monotonic()
-                after = after + self.on_round
-            for fn in after:
+            for fn in self.on_tick:
                 try:
                     fn()
                 except Exception:
@@ -109,8 +106,8 @@ class Shipper:
 
     def _resting(self) -> bool:
         """Whether this round waits for a pause in the faces' requests, as uploads do
-        (``BlockCache.busy``): shipping, GC and the stats scan compete with them for the
-        CPU, and the rows would wait for their blocks anyway. At most ``upload_delay_max``."""
+        (``BlockCache.busy``): shipping and GC compete with them for the CPU, and the rows
+        would wait for their blocks anyway. At most ``upload_delay_max``."""
         cache = self.vol.cache
         return cache.busy() and time.monotonic() - self._last_round < cache.upload_delay_max
 
