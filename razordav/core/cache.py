@@ -11,7 +11,7 @@ file; ``sync`` commits the index, after which the block survives a crash and wil
 Uploads drain oldest first through ``uploaders`` threads; a transient store error puts the
 block back at the head of the queue and pauses that thread with a growing delay. With an
 ``upload_delay`` each upload starts only once no block was written (and no face reported a
-change, ``touch``) for that long: a burst of writes - a git checkout, an untar, a big copy -
+request, ``touch``) for that long: a burst of writes - a git checkout, an untar, a big copy -
 runs without uploads competing for the CPU, as with rclone's ``--vfs-write-back``. A block
 waits at most ``upload_delay_max``; none wait when half the dirty limit is used or someone
 waits for the uploads (``wait_uploaded``).
@@ -497,7 +497,7 @@ class BlockCache:
                     self._wake.wait(delay)
 
     def touch(self) -> None:
-        """A face changed something: uploads keep waiting for a pause (``upload_delay``)."""
+        """A face served a request: uploads keep waiting for a pause (``upload_delay``)."""
         self._last_change = time.monotonic()
 
     def busy(self) -> bool:

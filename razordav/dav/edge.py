@@ -53,6 +53,7 @@ class Edge:
         self.volume = volume
 
     def __call__(self, environ, start_response):
+        self.volume.cache.touch()   # uploads wait for a pause in requests (upload_delay)
         method = environ.get("REQUEST_METHOD", "")
         refused = bad_length(environ)
         if refused:   # where the body ends is unknown: the connection cannot be reused
