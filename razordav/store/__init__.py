@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlsplit
 
-from .base import (ConfigError, NotFound, ObjectInfo, ObjectStore, PreconditionFailed,
+from .base import (ConfigError, GuardedStore, NotFound, StoreWrapper, ObjectInfo, ObjectStore, PreconditionFailed,
                    RetryingStore, StoreError, Unavailable)
 
 __all__ = ["open_store", "ObjectStore", "ObjectInfo", "StoreError", "NotFound",
-           "PreconditionFailed", "Unavailable", "ConfigError", "RetryingStore"]
+           "PreconditionFailed", "Unavailable", "ConfigError", "RetryingStore", "GuardedStore", "StoreWrapper"]
 
 
 def open_store(url: str, endpoint: str | None = None, retry: bool = True, **options) -> ObjectStore:

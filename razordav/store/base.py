@@ -97,6 +97,17 @@ class ObjectStore(ABC):
     def close(self) -> None:
         pass
 
+    def limit_write_time(self, seconds: float) -> None:
+        """From now on, a put, copy or delete MUST land in the store within ``seconds`` of
+        being sent, or never (the request is aborted so that no byte of it arrives later).
+        Fencing depends on it (core/lease.py). A backend whose writes are local system calls
+        meets it as it is."""
+
+    def remove_leftovers(self, older_than: float) -> int:
+        """Remove what interrupted puts left behind (temporary objects older than
+        ``older_than`` seconds); return how many. Most backends leave nothing."""
+        return 0
+
     # -- conveniences built on the seven methods --
 
     def exists(self, key: str) -> bool:
@@ -113,7 +124,80 @@ class ObjectStore(ABC):
         return self
 
 
-class RetryingStore(ObjectStore):
+class StoreWrapper(ObjectStore):
+    """A store over another one (``inner``) that passes every call on unchanged; wrappers
+    override only what they change."""
+
+    def __init__(self, inner: ObjectStore):
+        self.inner = inner
+        self.url = inner.url
+
+    def put(self, key, data, **kwargs):
+        return self.inner.put(key, data, **kwargs)
+
+    def get(self, key, offset=0, length=None):
+        return self.inner.get(key, offset, length)
+
+    def head(self, key):
+        return self.inner.head(key)
+
+    def delete_many(self, keys):
+        return self.inner.delete_many(keys)
+
+    def list(self, prefix=""):
+        return self.inner.list(prefix)
+
+    def copy(self, src, dst, storage_class=None):
+        return self.inner.copy(src, dst, storage_class)
+
+    def is_transient(self, exc):
+        return self.inner.is_transient(exc)
+
+    def close(self):
+        self.inner.close()
+
+    def limit_write_time(self, seconds):
+        self.inner.limit_write_time(seconds)
+
+    def remove_leftovers(self, older_than):
+        return self.inner.remove_leftovers(older_than)
+
+    def unwrap(self):
+        return self.inner.unwrap()
+
+
+class GuardedStore(StoreWrapper):
+    """Asks ``guard(op)`` before every write (``put``, ``copy``, ``delete``) it passes on, at
+    the moment it is sent; the guard raises to stop it. Reads pass freely. Below a
+    ``RetryingStore`` every retry is asked again.
+
+    The volume puts its lease here (core/lease.py): a gateway that lost its lease, or could
+    not renew it in time, sends no write."""
+
+    def __init__(self, inner: ObjectStore, guard):
+        super().__init__(inner)
+        self.guard = guard
+
+    def put(self, key, data, **kwargs):
+        self.guard("put")
+        return self.inner.put(key, data, **kwargs)
+
+    def delete_many(self, keys):
+        keys = list(keys)
+        if keys:
+            self.guard("delete")
+            self.inner.delete_many(keys)
+
+    def copy(self, src, dst, storage_class=None):
+        self.guard("put")
+        return self.inner.copy(src, dst, storage_class)
+
+    def remove_leftovers(self, older_than):
+        self.guard("delete")
+        return self.inner.remove_leftovers(older_than)
+
+
+class RetryingStore(StoreWrapper):
     """Retries the transient errors of the wrapped store with capped, jittered backoff.
 
     After ``attempts`` tries, or ``deadline`` seconds, the last error is raised as
@@ -127,8 +211,7 @@ class RetryingStore(ObjectStore):
 
     def __init__(self, inner: ObjectStore, attempts: int = 5, base_delay: float = 0.1,
                  max_delay: float = 2.0, deadline: float = 10.0):
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -186,11 +269,12 @@ class RetryingStore(ObjectStore):
     def copy(self, src, dst, storage_class=None):
         return self._call("copy", lambda: self.inner.copy(src, dst, storage_class))
 
-    def is_transient(self, exc):
-        return self.inner.is_transient(exc)
-
-    def close(self):
-        self.inner.close()
-
-    def unwrap(self):
-        return self.inner.unwrap()
+    def guarded(self, guard) -> "RetryingStore":
+        """The same retries over ``GuardedStore(inner, guard)``: every attempt is guarded,
+        and each is bounded by the backend (``limit_write_time``), so the bound holds per
+        attempt."""
+        store = RetryingStore(GuardedStore(self.inner, guard), self.attempts, self.base_delay,
+                              self.max_delay, self.deadline)
+        store._requests, store._errors = self._requests, self._errors
+        store._counts_lock = self._counts_lock
+        return store

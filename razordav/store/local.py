@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -116,6 +117,23 @@ class LocalStore(ObjectStore):
             except FileNotFoundError:
                 continue
             yield ObjectInfo(key, st.st_size, "", st.st_mtime)
+
+    def remove_leftovers(self, older_than: float) -> int:
+        """Temporary files of puts interrupted by a crash (``.tmp-*``), older than
+        ``older_than`` seconds so that no put in progress loses its file."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for dirpath, _dirs, filenames in os.walk(self.root):
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    path = os.path.join(dirpath, name)
+                    try:
+                        if os.stat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
 
     def copy(self, src, dst, storage_class=None):
         self.put(dst, self.get(src))

@@ -10,6 +10,11 @@ Threading: one boto3 client is shared; boto3 clients are thread-safe.
 
 from __future__ import annotations
 
+import io
+import logging
+import socket
+import struct
+import time
 from typing import Iterable, Iterator
 
 import boto3
@@ -17,6 +22,8 @@ import botocore.exceptions
 from botocore.config import Config
 
 from .base import ConfigError, NotFound, ObjectInfo, ObjectStore, PreconditionFailed
+
+log = logging.getLogger(__name__)
 
 _TRANSIENT_CODES = {
     "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
@@ -44,6 +51,7 @@ class S3Store(ObjectStore):
         )
         self.client = boto3.client("s3", endpoint_url=endpoint, region_name=region or "us-east-1",
                                    config=config)
+        self._send_limit: float | None = None   # seconds a request body may take to send
         if check_bucket:
             self._check_bucket()
 
@@ -76,8 +84,40 @@ class S3Store(ObjectStore):
     def _key(self, key: str) -> str:
         return self.prefix + key
 
+    def limit_write_time(self, seconds: float) -> None:
+        """Bound how late a write can reach the server: connecting takes at most a fifth of
+        ``seconds``; the body must be handed to the kernel within half of it (``_Deadline``
+        aborts the request otherwise, so the server never sees a whole body); data the
+        kernel could not get acknowledged within the last fifth aborts the connection
+        (``TCP_USER_TIMEOUT``); and every close is abortive (``SO_LINGER`` 0), so a request
+        given up on is never delivered later by the kernel's retransmissions."""
+        self._send_limit = seconds / 2
+        options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+                   (socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))]
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            max(1, int(seconds / 5 * 1000))))
+        try:   # botocore takes socket options only through its http session
+            session = self.client._endpoint.http_session
+            session._socket_options = options
+            session._timeout = type(session._timeout)(
+                connect=min(session._timeout.connect_timeout, seconds / 5),
+                read=session._timeout.read_timeout)
+            from urllib3 import PoolManager
+            session._manager = PoolManager(**session._get_pool_manager_kwargs())
+            session._manager.pool_classes_by_scheme = session._pool_classes_by_scheme
+        except AttributeError as exc:   # a botocore whose session changed shape
+            log.warning("cannot bound S3 request times (%s): fencing relies on the lease's "
+                        "margin alone", exc)
+
+    def write_socket_options(self) -> list:
+        """The socket options in force (for tests)."""
+        return list(self.client._endpoint.http_session._socket_options)
+
     def put(self, key, data, *, if_absent=False, if_match=None, storage_class=None):
-        args = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        body = data if self._send_limit is None else \
+            _Deadline(data, time.monotonic() + self._send_limit)
+        args = {"Bucket": self.bucket, "Key": self._key(key), "Body": body}
         if if_absent:
             args["IfNoneMatch"] = "*"
         if if_match is not None:
@@ -167,6 +207,20 @@ class S3Store(ObjectStore):
 
     def close(self):
         self.client.close()
+
+
+class _Deadline(io.BytesIO):
+    """A request body that refuses to be read past ``deadline``: the HTTP client then aborts
+    the request, and the server, short of the announced length, stores nothing."""
+
+    def __init__(self, data: bytes, deadline: float):
+        super().__init__(data)
+        self.deadline = deadline
+
+    def read(self, size=-1):
+        if time.monotonic() > self.deadline and self.tell() < len(self.getbuffer()):
+            raise TimeoutError("request body not sent in time; aborted so it cannot land late")
+        return super().read(size)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:

@@ -111,3 +111,42 @@ def test_retry_respects_deadline():
     with pytest.raises(Unavailable):
         s.get("k")
     assert time.monotonic() - t < 1.0
+
+
+def test_guarded_store_asks_before_every_write_attempt(tmp_path):
+    asked = []
+
+    def guard(op):
+        asked.append(op)
+        if op == "delete":
+            raise PermissionError("no deletes now")
+    store = RetryingStore(LocalStore(tmp_path / "o"), base_delay=0.001).guarded(guard)
+    store.put("a", b"1")
+    store.copy("a", "b")
+    assert store.get("b") == b"1" and store.exists("a")
+    with pytest.raises(PermissionError):
+        store.delete("a")
+    assert store.get("a") == b"1"                    # nothing was sent
+    assert asked == ["put", "put", "delete"]          # reads are not asked
+
+
+def test_s3_writes_are_bounded_and_aborted_requests_store_nothing(moto_server):
+    """limit_write_time: abortive closes and an unacknowledged-data timeout on every socket,
+    and a body not sent by its deadline aborts the request: the server stores nothing."""
+    import socket
+    import struct
+    from razordav.store.s3 import S3Store
+    bucket = moto_server.make_bucket("bounded")
+    s3 = S3Store(bucket, "p", endpoint=moto_server.endpoint)
+    s3.limit_write_time(5)
+    options = s3.write_socket_options()
+    assert (socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)) in options
+    assert (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1000) in options
+    s3.put("ok", b"x" * 100_000)
+    assert s3.get("ok") == b"x" * 100_000
+    s3._send_limit = -1.0                            # the deadline has passed already
+    with pytest.raises(Exception):
+        s3.put("late", b"y" * 100_000)
+    s3._send_limit = 5.0
+    assert not s3.exists("late")
+    s3.close()
