@@ -31,7 +31,7 @@ class Options:
     upload_delay: float = 2.0           # seconds writes must pause before their blocks upload
     upload_delay_max: float = 30.0      # the longest a block waits for that pause
     journal_interval: float = 2.0       # seconds between metadata shipments to the store
-    lease_ttl: float = 30.0             # seconds another gateway must wait after a crash
+    lease_ttl: float = 30.0             # lease lifetime (see docs/design.md, "Fencing")
     threads: int = 32
     insecure: bool = False
     log_level: str = "info"

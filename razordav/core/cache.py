@@ -36,6 +36,7 @@ from sqlitedict import SqliteDict
 
 from .. import store as store_mod
 from ..fsutil import fsync_path
+from .lease import LeaseLapsed, LeaseLost
 from . import errors
 from .blocks import HEADER, BlockCodec, block_key, is_raw
 
@@ -494,7 +495,8 @@ class BlockCache:
             else:
                 delay = min(30.0, max(0.5, delay * 2))
                 with self._lock:
-                    self._wake.wait(delay)
+                    if not self._closing:   # close() must not wait out a back-off
+                        self._wake.wait(delay)
 
     def touch(self) -> None:
         """A face served a request: uploads keep waiting for a pause (``upload_delay``)."""
@@ -528,7 +530,10 @@ class BlockCache:
                 if entry is not None and entry.dirty:
                     self._queue.appendleft(hexname)
                 self.stats["upload_errors"] += 1
-            log.warning("upload of block %s failed, will retry: %s", hexname[:16], exc)
+            if isinstance(exc, (LeaseLost, LeaseLapsed)):
+                log.debug("upload of block %s not sent: %s", hexname[:16], exc)
+            else:
+                log.warning("upload of block %s failed, will retry: %s", hexname[:16], exc)
             return False
         with self._lock:
             entry = self._entries.get(hexname)

@@ -2,9 +2,16 @@
 
 Every committed change to the replicated tables (tree.TABLES) lands, by trigger, in the
 ``journal`` table in the same transaction. The shipper uploads the rows in order as
-segments, ``meta/journal/<first>-<last>`` (zstd-compressed JSON lines), and periodically a
-compacted snapshot, ``meta/snapshot/<seq>`` (the SQLite database as of ``seq``), after which
-older segments go. ``restore`` loads the newest snapshot and replays the later segments.
+segments, ``meta/journal/<first>-<last>-<term>`` (zstd-compressed JSON lines), and
+periodically a compacted snapshot, ``meta/snapshot/<seq>-<term>`` (the SQLite database as of
+``seq``), after which older segments go. ``restore`` loads the newest valid snapshot and
+replays the later segments.
+
+Terms (core/lease.py): every lease holder writes ``meta/term/<term>`` first, saying at which
+row its chain begins. A segment or snapshot of term ``t`` is valid only below the start of
+the next term that has a marker, so a holder that lost its lease and wrote late can never
+mix its rows into the new holder's chain; the new holder's GC removes such leftovers. Names
+written before terms existed (``<first>-<last>``, ``<seq>``) are term 0.
 
 Two ordering rules keep the bucket consistent on its own:
 - a segment is uploaded only once every block it introduces is in the store (rows after a
@@ -30,22 +37,120 @@ import zstandard
 
 from .. import store as store_mod
 from . import errors
+from .lease import LeaseLapsed, LeaseLost
 from .tree import TABLES
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2    # 2: names carry the lease term; term markers
 SEGMENT_PREFIX = "meta/journal/"
 SNAPSHOT_PREFIX = "meta/snapshot/"
+TERM_PREFIX = "meta/term/"
 MAX_ROWS = 20_000
 
 
-def segment_key(first: int, last: int) -> str:
-    return f"{SEGMENT_PREFIX}{first:016d}-{last:016d}"
+def segment_key(first: int, last: int, term: int) -> str:
+    return f"{SEGMENT_PREFIX}{first:016d}-{last:016d}-{term:016d}"
 
 
-def snapshot_key(seq: int) -> str:
-    return f"{SNAPSHOT_PREFIX}{seq:016d}"
+def snapshot_key(seq: int, term: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{seq:016d}-{term:016d}"
+
+
+def term_key(term: int) -> str:
+    return f"{TERM_PREFIX}{term:016d}"
+
+
+def _numbers(key: str, prefix: str, count: int) -> tuple[int, ...] | None:
+    """The numbers in a segment or snapshot name, with term 0 for names without one; None
+    for a name that is not ours (a leftover, another tool's object)."""
+    parts = key[len(prefix):].split("-")
+    if len(parts) == count - 1:
+        parts.append("0")
+    if len(parts) != count or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
+
+
+class Chain:
+    """Which segments and snapshots in the bucket make up the volume's history.
+
+    ``starts`` maps each term with a marker to the first row its holder wrote. A segment
+    ``(first, last, term)`` is valid when ``last`` is below the start of every later term;
+    a snapshot ``(seq, term)`` likewise. Read once from the bucket (a few LISTs)."""
+
+    def __init__(self, store: store_mod.ObjectStore):
+        self.starts: dict[int, int] = {}
+        self.owners: dict[int, str] = {}
+        for o in store.list(TERM_PREFIX):
+            nums = _numbers(o.key, TERM_PREFIX, 1)
+            if nums:
+                try:
+                    marker = json.loads(store.get(o.key))
+                    self.starts[nums[0]] = int(marker["start"])
+                    self.owners[nums[0]] = str(marker.get("owner", ""))
+                except (store_mod.NotFound, ValueError, KeyError, TypeError):
+                    raise errors.Corrupt(f"{o.key} is not a razordav term marker") from None
+        self.segments = sorted(
+            (n + (o.key,) for o in store.list(SEGMENT_PREFIX)
+             if (n := _numbers(o.key, SEGMENT_PREFIX, 3))), key=lambda s: (s[0], -s[2]))
+        self.snapshots = sorted(n + (o.key,) for o in store.list(SNAPSHOT_PREFIX)
+                                if (n := _numbers(o.key, SNAPSHOT_PREFIX, 2)))
+
+    def limit(self, term: int) -> float:
+        """The first row no longer written under ``term``: the start of a later term."""
+        later = [start for t, start in self.starts.items() if t > term]
+        return min(later) if later else float("inf")
+
+    def valid(self, last: int, term: int) -> bool:
+        return last < self.limit(term)
+
+    def newest_term(self) -> int:
+        terms = set(self.starts) | {s[2] for s in self.segments} | {s[1] for s in self.snapshots}
+        return max(terms, default=0)
+
+    def snapshot(self) -> tuple[int, int, str] | None:
+        """The newest valid snapshot ``(seq, term, key)``."""
+        valid = [s for s in self.snapshots if s[0] < self.limit(s[1])]
+        return max(valid, default=None)
+
+    def after(self, seq: int) -> list[tuple[int, int, int, str]]:
+        """The valid segments to replay after row ``seq``, in order; raises ``Corrupt`` on a
+        gap. Where two terms have a segment at the same place the newer term's wins."""
+        out = []
+        for first, last, term, key in self.segments:
+            if last <= seq or not self.valid(last, term):
+                continue
+            if first > seq + 1:
+                raise errors.Corrupt(f"journal gap: rows {seq + 1}-{first - 1} are missing "
+                                     "from the bucket")
+            out.append((first, last, term, key))
+            seq = last
+        return out
+
+    def stale(self, term: int) -> list[str]:
+        """Segments and snapshots of older terms that are not part of the history: what a
+        holder that lost its lease wrote late. ``term``'s holder removes them."""
+        return [s[-1] for s in self.segments if s[2] < term and not self.valid(s[1], s[2])] + \
+            [s[-1] for s in self.snapshots if s[1] < term and not s[0] < self.limit(s[1])]
+
+
+def local_value(tree, key: str) -> int:
+    """A number in the data dir's local ``shipper`` table (never shipped): ``shipped``, the
+    last row in the bucket; ``lease_term``, the newest term this data dir held or saw."""
+    row = tree._conn().execute("SELECT value FROM shipper WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else 0
+
+
+def set_local_value(tree, key: str, value: int) -> None:
+    with tree.write() as c:
+        c.execute("INSERT OR REPLACE INTO shipper VALUES (?, ?)", (key, value))
+
+
+def unshipped(tree) -> int:
+    """Journal rows not yet in the bucket."""
+    return tree._conn().execute("SELECT COUNT(*) FROM journal WHERE seq > ?",
+                                (local_value(tree, "shipped"),)).fetchone()[0]
 
 
 class Shipper:
@@ -56,6 +161,7 @@ class Shipper:
         self.vol = volume
         self.tree = volume.tree
         self.store = volume.store
+        self.lease = volume.lease
         self.interval = interval
         self.snapshot_interval = snapshot_interval
         self.snapshot_segments = snapshot_segments
@@ -67,20 +173,17 @@ class Shipper:
         self.last_ship: float | None = None
         self._last_snapshot = time.monotonic()
         self._segments_since_snapshot = 0
-        self.on_tick = []                      # run every interval, round or rest (lease, stats)
+        self.on_tick = []                      # run every interval, round or rest (stats)
         self._last_round = time.monotonic()
         self.collected = 0                     # blocks deleted so far
 
     # -- state --
 
     def shipped(self) -> int:
-        row = self.tree._conn().execute("SELECT value FROM shipper WHERE key = 'shipped'")
-        r = row.fetchone()
-        return r[0] if r else 0
+        return local_value(self.tree, "shipped")
 
     def pending(self) -> int:
-        return self.tree._conn().execute(
-            "SELECT COUNT(*) FROM journal WHERE seq > ?", (self.shipped(),)).fetchone()[0]
+        return unshipped(self.tree)
 
     # -- the loop --
 
@@ -117,7 +220,9 @@ class Shipper:
         self._kick.set()
         if self._thread:
             self._thread.join()
-        if flush:
+        if flush and self.lease.state() != "held":
+            log.warning("journal not shipped at shutdown: the lease is %s", self.lease.state())
+        elif flush:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 try:
@@ -136,12 +241,17 @@ class Shipper:
         """One round: ship what can be shipped, collect garbage, snapshot when due.
         Returns True when the store took everything attempted."""
         with self._lock:
+            if self.lease.lost:
+                return False      # never again: another gateway writes this volume now
             try:
                 done = self._ship()
                 if done and self._snapshot_due():
                     self.snapshot()
                 self.last_error = None
                 return done
+            except (LeaseLost, LeaseLapsed) as exc:
+                self.last_error = str(exc)
+                return False
             except Exception as exc:
                 if not (isinstance(exc, store_mod.StoreError) or self.store.is_transient(exc)):
                     raise
@@ -190,7 +300,7 @@ class Shipper:
         header = json.dumps({"format": FORMAT_VERSION, "first": first, "last": last})
         body = header + "\n" + "\n".join(f"{seq}\t{op}" for seq, op in rows) + "\n"
         data = zstandard.ZstdCompressor(level=3).compress(body.encode())
-        self.store.put(segment_key(first, last), data)
+        self.store.put(segment_key(first, last, self.lease.term), data)
         with self.tree.write() as c:
             c.execute("INSERT OR REPLACE INTO shipper VALUES ('shipped', ?)", (last,))
             c.execute("DELETE FROM journal WHERE seq <= ?", (last,))
@@ -236,7 +346,7 @@ class Shipper:
             dst.close()
             raw = copy.read_bytes()
         data = _SNAP_MAGIC + zstandard.ZstdCompressor(level=3).compress(raw)
-        self.store.put(snapshot_key(seq), data)
+        self.store.put(snapshot_key(seq, self.lease.term), data)
         self._prune(seq)
         self._last_snapshot = time.monotonic()
         self._segments_since_snapshot = 0
@@ -244,12 +354,15 @@ class Shipper:
         return seq
 
     def _prune(self, seq: int) -> None:
-        old = [o.key for o in self.store.list(SEGMENT_PREFIX)
-               if int(o.key[len(SEGMENT_PREFIX):].split("-")[1]) <= seq]
-        snaps = sorted(o.key for o in self.store.list(SNAPSHOT_PREFIX))
-        old += snaps[:-2]  # keep the two newest snapshots
+        """Drop segments the snapshot at ``seq`` holds, all but the two newest snapshots, and
+        what older terms wrote that is not part of the history."""
+        chain = Chain(self.store)
+        old = [s[-1] for s in chain.segments if s[1] <= seq]
+        old += [s[-1] for s in chain.snapshots[:-2]]
+        old += chain.stale(self.lease.term)
         if old:
-            self.store.delete_many(old)
+            self.store.delete_many(sorted(set(old)))
+        self.store.remove_leftovers(older_than=3600)
 
 
 _SNAP_MAGIC = b"RZSNAP1\n"
@@ -260,48 +373,99 @@ _SNAP_MAGIC = b"RZSNAP1\n"
 def restore(store: store_mod.ObjectStore, db_path: Path, progress=None) -> int:
     """Rebuild the tree database at ``db_path`` from the bucket; return the last sequence.
 
-    ``progress(done, total)`` is called as segments are applied.
+    ``progress(done, total)`` is called as segments are applied. The data dir remembers the
+    newest term it saw (``lease_term``), so that the gateway started on it later can tell
+    whether the bucket moved on meanwhile (``catch_up``).
     """
     from .tree import Tree
-    snaps = sorted(o.key for o in store.list(SNAPSHOT_PREFIX))
+    chain = Chain(store)
     seq = 0
-    if snaps:
-        data = store.get(snaps[-1])
+    snap = chain.snapshot()
+    if snap:
+        data = store.get(snap[-1])
         if not data.startswith(_SNAP_MAGIC):
-            raise errors.Corrupt(f"{snaps[-1]} is not a razordav snapshot")
+            raise errors.Corrupt(f"{snap[-1]} is not a razordav snapshot")
         db_path.write_bytes(zstandard.ZstdDecompressor().decompress(
             data[len(_SNAP_MAGIC):], max_output_size=1 << 36))
-        seq = int(snaps[-1][len(SNAPSHOT_PREFIX):])
+        seq = snap[0]
     tree = Tree(db_path)
     try:
-        segments = []
-        for o in store.list(SEGMENT_PREFIX):
-            first, last = (int(x) for x in o.key[len(SEGMENT_PREFIX):].split("-"))
-            if last > seq:
-                segments.append((first, last, o.key))
-        segments.sort()
-        c = tree._conn()
-        for i, (first, last, key) in enumerate(segments):
-            if first > seq + 1:
-                raise errors.Corrupt(f"journal gap: rows {seq + 1}-{first - 1} are missing "
-                                     "from the bucket")
-            rows = _read_segment(store.get(key), key)
-            with tree.write():
-                for row_seq, op in rows:
-                    if row_seq > seq:
-                        _apply(c, json.loads(op))
-                c.execute("DELETE FROM journal")  # what replay captured is already shipped
-            seq = last
-            if progress:
-                progress(i + 1, len(segments))
-        with tree.write() as c:
-            c.execute("DELETE FROM journal")
-            c.execute("INSERT OR REPLACE INTO shipper VALUES ('shipped', ?)", (seq,))
-            c.execute("DELETE FROM sqlite_sequence WHERE name = 'journal'")
-            c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('journal', ?)", (seq,))
+        seq = _replay(store, tree, chain, seq, progress)
+        set_local_value(tree, "lease_term", chain.newest_term())
     finally:
         tree.close()
     return seq
+
+
+def catch_up(store: store_mod.ObjectStore, tree, progress=None) -> int:
+    """Apply what the bucket's history holds past this data dir's shipped row (rows another
+    gateway shipped after this dir was restored from it); return how many segments. Only
+    for a data dir with nothing of its own left to ship."""
+    shipped = local_value(tree, "shipped")
+    chain = Chain(store)
+    segments = chain.after(shipped)
+    if segments:
+        _replay(store, tree, chain, shipped, progress)
+    return len(segments)
+
+
+def _replay(store, tree, chain: Chain, seq: int, progress) -> int:
+    segments = chain.after(seq)
+    c = tree._conn()
+    for i, (first, last, _term, key) in enumerate(segments):
+        rows = _read_segment(store.get(key), key)
+        with tree.write():
+            for row_seq, op in rows:
+                if row_seq > seq:
+                    _apply(c, json.loads(op))
+            c.execute("DELETE FROM journal")  # what replay captured is already shipped
+        seq = last
+        if progress:
+            progress(i + 1, len(segments))
+    with tree.write() as c:
+        c.execute("DELETE FROM journal")
+        c.execute("INSERT OR REPLACE INTO shipper VALUES ('shipped', ?)", (seq,))
+        c.execute("DELETE FROM sqlite_sequence WHERE name = 'journal'")
+        c.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('journal', ?)", (seq,))
+    return seq
+
+
+def begin_term(store: store_mod.ObjectStore, tree, lease) -> int:
+    """Start writing the volume under ``lease.term`` from the data dir of ``tree``.
+
+    Refuses (``VolumeError``) a data dir that is not the volume's newest history: one that
+    another gateway's term superseded, or that never held nor was restored from a volume
+    whose history is fenced. Applies what the bucket holds past the data dir's shipped row
+    (a restore taken while the old holder still wrote), then writes the term marker saying
+    where the new chain begins, before anything else of this term. Returns the rows caught
+    up on."""
+    chain = Chain(store)
+    mine = local_value(tree, "lease_term")
+    newest = max(lease.previous_term, chain.newest_term())
+    foreign = [t for t in range(mine + 1, newest + 1)
+               if chain.owners.get(t, lease.owner) != lease.owner]
+    if foreign:
+        if mine == 0:
+            raise errors.VolumeError(
+                "this data dir was never restored from the volume, which other gateways "
+                f"have written (up to term {newest}); run `razordav restore` into a new "
+                "--data-dir")
+        raise errors.VolumeError(
+            f"another gateway wrote the volume (term {foreign[-1]}) after this data dir last "
+            f"held it (term {mine}): its metadata is out of date. Run `razordav restore` into "
+            "a new --data-dir")
+    caught = 0
+    if unshipped(tree) == 0:
+        caught = catch_up(store, tree)
+    elif chain.after(local_value(tree, "shipped")):
+        log.info("the bucket holds journal rows this data dir shipped before a crash without "
+                 "recording it; they are shipped again under term %d", lease.term)
+    start = local_value(tree, "shipped") + 1
+    store.put(term_key(lease.term), json.dumps({
+        "format": FORMAT_VERSION, "term": lease.term, "start": start, "owner": lease.owner,
+        "time": time.time()}).encode())
+    set_local_value(tree, "lease_term", lease.term)
+    return caught
 
 
 def _read_segment(data: bytes, key: str) -> list[tuple[int, str]]:

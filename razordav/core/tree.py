@@ -222,7 +222,9 @@ class Tree:
 
     def __init__(self, path: str | os.PathLike, block_size: int | None = None):
         self.path = str(path)
-        self.frozen: str | None = None   # set when this gateway must not write any more
+        # Asked before every write transaction; raises when this gateway may not change the
+        # volume (its lease is lost or lapsed: core/lease.py). None: always allowed.
+        self.write_guard = None
         # Called (under the writer lock) before a commit reaches the disk: what deferred
         # commits name must be on disk first (the block cache's files and index).
         self.before_durable: list = []
@@ -267,8 +269,8 @@ class Tree:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed (and durable, unless this thread is inside
         ``deferred_sync``) on exit, rolled back on error."""
-        if self.frozen:
-            raise errors.VolumeError(self.frozen)
+        if self.write_guard is not None:
+            self.write_guard()
         with self._lock, _quota_errors():
             c = self._conn()
             if c.in_transaction:  # nested: the outer transaction commits

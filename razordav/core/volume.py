@@ -33,7 +33,7 @@ from . import errors
 from .blocks import BlockCodec, block_key
 from .cache import BlockCache
 from .files import FileReader, FileWriter, Pins, _BlockStorer, content_etag
-from .journal import Shipper
+from .journal import Shipper, begin_term
 from .lease import Lease, gateway_id
 from .tree import Attr, Tree, split_path
 
@@ -92,25 +92,45 @@ class Volume:
         if store is None:
             store = store_mod.open_store(store_url or default_store_url(data_dir),
                                          endpoint=endpoint)
-        desc = _load_or_create_descriptor(store, block_size or DEFAULT_BLOCK_SIZE)
-        if block_size and block_size != desc["block_size"]:
-            log.warning("volume block size is %d; ignoring %d", desc["block_size"], block_size)
         lease = Lease(store, gateway_id(data_dir), ttl=lease_ttl)
+        store.limit_write_time(lease.request_bound)
         try:
             lease.acquire(takeover)
         except store_mod.StoreError as exc:
             raise errors.VolumeError(f"cannot take the volume's lease: {exc}") from None
-        tree = Tree(data_dir / "meta.db")
-        known = tree.meta("volume_id")
-        if known is None:
-            tree.set_meta("volume_id", desc["volume_id"])
-            tree.set_meta("block_size", str(desc["block_size"]))
-        elif known != desc["volume_id"]:
-            tree.close()
+        lease.start()
+        # From here on every store write and every change of the tree asks the lease.
+        store = _fenced(store, lease.check)
+        tree = None
+        try:
+            desc = _load_or_create_descriptor(store, block_size or DEFAULT_BLOCK_SIZE)
+            if block_size and block_size != desc["block_size"]:
+                log.warning("volume block size is %d; ignoring %d", desc["block_size"],
+                            block_size)
+            tree = Tree(data_dir / "meta.db")
+            tree.write_guard = lease.check_local_write
+            known = tree.meta("volume_id")
+            if known is None:
+                tree.set_meta("volume_id", desc["volume_id"])
+                tree.set_meta("block_size", str(desc["block_size"]))
+            elif known != desc["volume_id"]:
+                raise errors.VolumeError(
+                    f"data dir {data_dir} belongs to volume {known}, but {store.url} holds "
+                    f"volume {desc['volume_id']}; use another --data-dir")
+            try:
+                caught = begin_term(store, tree, lease)
+            except errors.Corrupt as exc:
+                raise errors.VolumeError(f"cannot bring this data dir up to date with the "
+                                         f"bucket ({exc}); restore into a new --data-dir") \
+                    from None
+            if caught:
+                log.info("applied %d journal segments the bucket gained after this data dir "
+                         "was restored", caught)
+        except BaseException:
+            if tree is not None:
+                tree.close()
             lease.release()
-            raise errors.VolumeError(
-                f"data dir {data_dir} belongs to volume {known}, but {store.url} holds volume "
-                f"{desc['volume_id']}; use another --data-dir")
+            raise
         codec = BlockCodec()
         cache = BlockCache(data_dir / "cache", store, codec, max_bytes=cache_size,
                            dirty_limit=dirty_limit, uploaders=uploaders,
@@ -124,7 +144,7 @@ class Volume:
         cache.start()
         vol.shipper = Shipper(vol, interval=journal_interval or 2.0,
                               snapshot_interval=snapshot_interval)
-        vol.shipper.on_tick += [vol._check_lease, vol._write_stats]
+        vol.shipper.on_tick.append(vol._write_stats)
         vol._write_stats()
         if journal_interval > 0:
             vol.shipper.start()
@@ -454,11 +474,6 @@ class Volume:
                 break
         return self.shipper.collected - before
 
-    def _check_lease(self) -> None:
-        self.lease.renew()
-        if self.lease.lost:
-            self.tree.frozen = "another gateway took over this volume; restart with --takeover"
-
     def _write_stats(self) -> None:
         """Figures for `razordav stats`, rewritten after every journal round."""
         figures = {**self.figures(), "time": time.time(), "pid": os.getpid()}
@@ -483,6 +498,7 @@ class Volume:
                 "journal_pending": self.shipper.pending() if self.shipper else None,
                 "journal_last_ship": self.shipper.last_ship if self.shipper else None,
                 "journal_error": self.shipper.last_error if self.shipper else None,
+                **(self.lease.figures() if self.lease else {}),
                 "compression_ratio": stored / raw if raw else None, "compression": comp}
 
     def close(self) -> None:
@@ -507,6 +523,14 @@ class Volume:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _fenced(store: store_mod.ObjectStore, guard) -> store_mod.ObjectStore:
+    """``store`` with ``guard`` asked before every write; below the retries, so that every
+    attempt is asked."""
+    if isinstance(store, store_mod.RetryingStore):
+        return store.guarded(guard)
+    return store_mod.GuardedStore(store, guard)
 
 
 def default_store_url(data_dir: str | os.PathLike) -> str:

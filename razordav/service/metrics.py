@@ -317,6 +317,17 @@ class _Families:
             "inodes": g("razordav_inodes", "Files and directories", labels=t),
             "journal": g("razordav_journal_pending_rows",
                          "Metadata changes not yet shipped to the store", labels=t),
+            "lease_held": g("razordav_lease_held",
+                            "1 while this gateway may write the volume; 0 when its lease "
+                            "lapsed (store unreachable) or was lost (another gateway)",
+                            labels=t),
+            "lease_lost": g("razordav_lease_lost",
+                            "1 once another gateway took the volume over", labels=t),
+            "lease_term": g("razordav_lease_term", "The lease term this gateway holds",
+                            labels=t),
+            "lease_valid": g("razordav_lease_valid_seconds",
+                             "Seconds left before writes stop unless the lease is renewed",
+                             labels=t),
         }
 
     def _put(self, key: str, labels: list[str], value) -> None:
@@ -346,6 +357,11 @@ class _Families:
             self._put("dedup", t, fig.get("logical_bytes", 0) / fig["block_raw_bytes"])
         self._put("inodes", t, fig.get("inodes"))
         self._put("journal", t, fig.get("journal_pending"))
+        if "lease_state" in fig:
+            self._put("lease_held", t, fig["lease_state"] == "held")
+            self._put("lease_lost", t, fig["lease_state"] == "lost")
+            self._put("lease_term", t, fig.get("lease_term"))
+            self._put("lease_valid", t, fig.get("lease_valid_for"))
 
     def all(self):
         return list(self.f.values())

@@ -3,6 +3,7 @@
 import os
 import shutil
 import stat
+import time
 
 import pytest
 
@@ -10,6 +11,7 @@ from razordav.core import errors
 from razordav.core.check import check_tree
 from razordav.core.journal import SEGMENT_PREFIX, SNAPSHOT_PREFIX, restore
 from razordav.core.tree import Tree
+from razordav.store import open_store
 
 from .conftest import BS
 
@@ -132,17 +134,21 @@ def test_blocks_are_deleted_only_after_the_unlink_is_shipped(open_volume):
     assert list(vol.store.list("blocks/")) == []
 
 
-def test_second_gateway_is_refused_then_takes_over(open_volume):
-    first = open_volume("one", lease_ttl=30)
+def test_second_gateway_is_refused_then_takes_over(open_volume, tmp_path):
+    first = open_volume("one", lease_ttl=3)
+    first.write_file("/x", b"shipped")
+    first.shipper.run_once()
+    (tmp_path / "two").mkdir()
+    restore(open_store((tmp_path / "store").as_uri()), tmp_path / "two" / "meta.db")
     with pytest.raises(errors.VolumeError, match="in use by another gateway"):
         open_volume("two")
-    second = open_volume("two", takeover=True)
-    first.lease.renew(force=True)
+    second = open_volume("two", takeover=True)    # waits out the live lease (3 s)
+    first.lease.renew()
     assert first.lease.lost
-    first._check_lease()
     with pytest.raises(errors.VolumeError, match="took over"):
         first.write_file("/x", b"must not land")
     second.write_file("/y", b"ok")
+    assert second.read_file("/x") == b"shipped"
     first.close()
     second.close()
 
@@ -159,9 +165,16 @@ def test_same_data_dir_reclaims_its_lease_after_a_crash(open_volume):
     assert again.read_file("/f") == b"x"
 
 
-def test_clean_close_releases_the_lease(open_volume):
-    open_volume("one").close()
-    open_volume("two").close()
+def test_clean_close_releases_the_lease(open_volume, tmp_path):
+    one = open_volume("one", lease_ttl=30)
+    one.write_file("/x", b"x")
+    one.close()
+    (tmp_path / "two").mkdir()
+    restore(open_store((tmp_path / "store").as_uri()), tmp_path / "two" / "meta.db")
+    t = time.monotonic()
+    two = open_volume("two", lease_ttl=30)       # no wait for a released lease
+    assert time.monotonic() - t < 5 and two.lease.term == 2
+    two.close()
 
 
 def test_file_modes_and_special_files_replicate(open_volume, tmp_path):

@@ -185,7 +185,10 @@ def snapshot_state(url):
 def test_restore_after_losing_the_disk(tmp_path, seaweedfs):
     bucket = seaweedfs.make_bucket("restore")
     store = f"s3://{bucket}/v"
-    srv = RazorServer(tmp_path / "data", store=store, endpoint=seaweedfs.endpoint).start()
+    conf = tmp_path / "short-lease.yaml"
+    conf.write_text("lease_ttl: 5\n")     # a take-over waits out the dead gateway's lease
+    srv = RazorServer(tmp_path / "data", store=store, endpoint=seaweedfs.endpoint,
+                      extra=["--config", str(conf)]).start()
     requests.request("MKCOL", srv.url + "/docs")
     requests.request("MKCOL", srv.url + "/docs/sub")
     for i in range(12):
@@ -215,7 +218,7 @@ def test_restore_after_losing_the_disk(tmp_path, seaweedfs):
     with pytest.raises(RuntimeError, match="in use by another gateway"):
         blocked.start()
     srv2 = RazorServer(tmp_path / "new", store=store, endpoint=seaweedfs.endpoint,
-                       extra=["--takeover"]).start()
+                       extra=["--takeover", "--config", str(conf)]).start()
     try:
         assert snapshot_state(srv2.url) == before
     finally:

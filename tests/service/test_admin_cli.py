@@ -166,6 +166,8 @@ def test_tenant_del_removes_users_data_dir_and_objects(run, inproc):
         _tenant_volume(run, name, {"/a": b"a" * 100_000, "/b": b"b"}).close()
     acme_store = open_store(tenant_store_url(run.store, "acme"))
     assert len(list(acme_store.list(""))) >= 4         # volume.json, lease, blocks, journal
+    # a tenant's volume is fenced like the main one: its writer marked its lease term
+    assert [o.key for o in acme_store.list("meta/term/")] == ["meta/term/" + "1".zfill(16)]
     main_objects = {o.key for o in open_store(run.store).list("") if
                     not o.key.startswith("tenants/")}
 

@@ -660,12 +660,12 @@ def test_jobs(env):
 
 def test_readyz_answers_503_when_metadata_or_store_fail(env):
     vol = env["vols"]["globex"]
-    vol.tree.frozen = "another gateway took over"
+    vol.lease.lost = True                       # as after a 412 on the lease
     try:
         body = problem(call(env, "GET", "/readyz", headers={}), 503)
         assert "metadata" in body["detail"] and "globex" in body["detail"]
     finally:
-        vol.tree.frozen = None
+        vol.lease.lost = False
     store_dir = vol.data_dir / "store"
     store_dir.rename(vol.data_dir / "store-away")
     try:
