@@ -23,18 +23,18 @@ import os
 import threading
 import time
 import uuid
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from .. import store as store_mod
 from . import errors
 from .blocks import BlockCodec, block_key
 from .cache import BlockCache
-from .files import FileReader, FileWriter, Pins, _BlockStorer, content_etag
+from .files import FileReader, FileWriter
+from .handles import OpenFiles
+from .publish import Publisher
 from .journal import Shipper, begin_term
 from .lease import Lease, gateway_id
+from .extents import Extents
 from .tree import Attr, Tree, split_path
 
 log = logging.getLogger(__name__)
@@ -51,18 +51,16 @@ class Volume:
         self.data_dir = data_dir
         self.store = store
         self.tree = tree
+        self.extents = Extents(tree)
         self.block_size = block_size
         self.cache = cache
         self.codec = codec
         self.volume_id = volume_id
         self.readahead = readahead
-        self.pins = Pins()
         self.lease: Lease | None = None
         self.shipper: Shipper | None = None
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rzd-encode")
-        self._slots = threading.BoundedSemaphore(workers * 2)
-        self._inode_locks: weakref.WeakValueDictionary[int, threading.Lock] = \
-            weakref.WeakValueDictionary()
+        self.publisher = Publisher(tree, self.extents, cache, codec, workers)
+        self.files: OpenFiles | None = None     # the write buffers, from ``open`` on
         self._locks_lock = threading.Lock()
         self._open_readers: dict[int, int] = {}
         self._closed = False
@@ -108,7 +106,7 @@ class Volume:
                 log.warning("volume block size is %d; ignoring %d", desc["block_size"],
                             block_size)
             tree = Tree(data_dir / "meta.db")
-            tree.write_guard = lease.check_local_write
+            tree.db.write_guard = lease.check_local_write
             known = tree.meta("volume_id")
             if known is None:
                 tree.set_meta("volume_id", desc["volume_id"])
@@ -139,9 +137,10 @@ class Volume:
         vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
                   workers or max(2, os.cpu_count() or 2), readahead)
         vol.lease = lease
-        tree.before_durable.append(cache.make_durable)
+        tree.db.before_durable.append(cache.make_durable)
         vol._recover()
         cache.start()
+        vol.files = OpenFiles(vol)
         vol.shipper = Shipper(vol, interval=journal_interval or 2.0,
                               snapshot_interval=snapshot_interval)
         vol.shipper.on_tick.append(vol._write_stats)
@@ -155,8 +154,8 @@ class Volume:
         n = self.tree.purge_orphans()
         if n:
             log.info("removed %d unlinked inodes left by an earlier run", n)
-        unindexed = self.cache.adopt(lambda name: bool(self.tree.block_refs_row(name)))
-        stray = [name for name in self.cache.names() if not self.tree.block_refs_row(name)]
+        unindexed = self.cache.adopt(lambda name: bool(self.extents.block_refs_row(name)))
+        stray = [name for name in self.cache.names() if not self.extents.block_refs_row(name)]
         if stray or unindexed:
             # Blocks of writes that never committed: no metadata, here or in the bucket,
             # refers to them. Some may have reached the store before the crash.
@@ -261,7 +260,7 @@ class Volume:
         if not sattr.is_file:
             raise errors.IsADirectory(f"{src} is not a file")
         parent, name = self._parent(dst)
-        with self.tree.write():
+        with self.tree.db.write():
             try:
                 dattr = self.tree.lookup(parent, name)
                 if not replace:
@@ -270,7 +269,7 @@ class Volume:
                     raise errors.IsADirectory(f"{dst} is not a file")
             except errors.NotFound:
                 dattr = self.tree.create(parent, name, sattr.mode & 0o7777)
-            return self.tree.copy_content(sattr.ino, dattr.ino)
+            return self.extents.copy_content(sattr.ino, dattr.ino)
 
     # -- contents --
 
@@ -337,113 +336,32 @@ class Volume:
             w.write(data)
         return self.stat(path)
 
-    def _publish(self, parent: int, name: str, size: int, extents: dict[int, bytes],
-                 new_blocks, mtime: int | None, expect_etag: str | None, hashes: str) -> Attr:
-        with self.tree.write():
-            try:
-                attr = self.tree.lookup(parent, name)
-                if not attr.is_file:
-                    raise errors.IsADirectory(f"{name!r} is not a regular file")
-            except errors.NotFound:
-                if expect_etag:
-                    raise errors.Conflict(f"{name!r} was removed while being written")
-                attr = self.tree.create(parent, name)
-            return self.tree.set_content(attr.ino, size, extents, content_etag(size, extents),
-                                         truncate_from=0, blocks=new_blocks, mtime=mtime,
-                                         expect_etag=expect_etag, hashes=hashes)
-
-    def _inode_lock(self, ino: int) -> threading.Lock:
-        with self._locks_lock:
-            lock = self._inode_locks.get(ino)
-            if lock is None:
-                lock = threading.Lock()
-                self._inode_locks[ino] = lock
-            return lock
-
-    @contextmanager
-    def _rewriting(self, ino: int):
-        """For a change of a file's blocks: the inode's lock, one consistent version of the
-        file with its blocks pinned, and a storer whose new blocks go away on error."""
-        with self._inode_lock(ino):
-            attr, extents = self.tree.snapshot_content(ino)
-            if not attr.is_file:
-                raise errors.IsADirectory(f"inode {ino} is not a regular file")
-            storer = _BlockStorer(self, None)
-            self.pins.pin(extents.values())
-            try:
-                yield attr, extents, storer
-            except BaseException:
-                storer.abandon()
-                raise
-            finally:
-                self.pins.unpin(extents.values())
-            storer.finish()
-
     def pwrite(self, ino: int, offset: int, data: bytes) -> Attr:
-        """Write ``data`` at ``offset`` (past the end leaves a hole). Each touched block is
-        rewritten as a new block; the change is committed before this returns."""
-        if offset < 0:
-            raise errors.InvalidArgument("negative offset")
-        if not data:
-            return self.tree.getattr(ino)
-        bs = self.block_size
-        end = offset + len(data)
-        with self._rewriting(ino) as (attr, extents, storer):
-            self.check_room(end - attr.size)   # before encoding; the commit checks again
-            for idx in range(offset // bs, (end - 1) // bs + 1):
-                start = idx * bs
-                block = bytearray(self._read_block(extents.get(idx),
-                                                   min(bs, max(attr.size - start, 0))))
-                lo, hi = max(offset, start) - start, min(end, start + bs) - start
-                if len(block) < hi:
-                    block.extend(bytes(hi - len(block)))
-                block[lo:hi] = data[start + lo - offset:start + hi - offset]
-                storer.submit(idx, bytes(block))
-            storer.wait()
-            size = max(attr.size, end)
-            result = self.tree.set_content(ino, size, storer.done,
-                                           content_etag(size, {**extents, **storer.done}),
-                                           blocks=storer.new_blocks)
-        return result
-
-    def _read_block(self, name: bytes | None, length: int) -> bytes:
-        if length <= 0:
-            return b""
-        if name is None:
-            return bytes(length)
-        return self.cache.get(name)[:length]
+        """Write ``data`` at ``offset`` (past the end leaves a hole), committed before this
+        returns: the write buffers' path (``files``), as the FUSE face writes."""
+        self.files.open(ino)
+        try:
+            self.files.write(ino, offset, data)
+            self.files.flush(ino)
+        finally:
+            self.files.close(ino)
+        return self.tree.getattr(ino)
 
     def truncate(self, ino: int, size: int) -> Attr:
-        """Set a file's size; bytes past the old end read as zeros."""
-        if size < 0:
-            raise errors.InvalidArgument("negative size")
-        bs = self.block_size
-        keep = (size + bs - 1) // bs
-        with self._rewriting(ino) as (attr, extents, storer):
-            if size < attr.size and size % bs and (keep - 1) in extents:
-                # Cut the last kept block, so growing the file again reads zeros there.
-                storer.submit(keep - 1, self._read_block(extents[keep - 1], size % bs))
-                storer.wait()
-            merged = {i: h for i, h in extents.items() if i < keep}
-            merged.update(storer.done)
-            result = self.tree.set_content(ino, size, storer.done, content_etag(size, merged),
-                                           truncate_from=keep if size < attr.size else None,
-                                           blocks=storer.new_blocks)
-        return result
+        """Set a file's size, committed; bytes past the old end read as zeros."""
+        self.files.open(ino)
+        try:
+            self.files.truncate(ino, size)
+            self.files.flush(ino)
+        finally:
+            self.files.close(ino)
+        return self.tree.getattr(ino)
 
     # -- open handles and garbage --
 
     def _open_inodes(self) -> set[int]:
         with self._locks_lock:
             return set(self._open_readers)
-
-    def _discard_uncommitted(self, names: list[bytes]) -> None:
-        """Drop blocks an abandoned write stored that no committed file refers to."""
-        claimed = self.pins.claim(set(names), lambda n: not self.tree.block_refs_row(n))
-        try:
-            self.cache.discard(claimed)
-        finally:
-            self.pins.release(claimed)
 
     def _delete_blocks(self, candidates: list[bytes]) -> int:
         """Delete unreferenced blocks from the cache, the store and the metadata; return how
@@ -452,16 +370,16 @@ class Volume:
         blocks unreferenced is in the bucket."""
         total = 0
         for i in range(0, len(candidates), 1000):
-            claimed = self.pins.claim(candidates[i:i + 1000],
-                                      lambda n: self.tree.block_refs(n) == 0)
+            claimed = self.publisher.pins.claim(candidates[i:i + 1000],
+                                      lambda n: self.extents.block_refs(n) == 0)
             if not claimed:
                 continue
             try:
                 self.cache.discard(claimed)
                 self.store.delete_many(block_key(n) for n in claimed)
-                total += len(self.tree.forget_blocks(claimed))
+                total += len(self.extents.forget_blocks(claimed))
             finally:
-                self.pins.release(claimed)
+                self.publisher.pins.release(claimed)
         return total
 
     def collect_garbage(self, timeout: float = 30.0) -> int:
@@ -485,7 +403,7 @@ class Volume:
         comp = self.codec.snapshot()
         raw = sum(k["bytes_in"] for k in comp.values())
         stored = sum(k["bytes_stored"] for k in comp.values())
-        tree = self.tree.stats()
+        tree = {**self.tree.stats(), **self.extents.stats()}
         counts = getattr(self.store, "request_counts", dict)()
         return {"volume_id": self.volume_id, "block_size": self.block_size,
                 **tree, **self.cache.figures(),
@@ -509,8 +427,10 @@ class Volume:
         self._closed = True
         if self.shipper:
             self.shipper.stop(flush=True)
-        self._pool.shutdown(wait=True)
-        self.tree.sync()   # deferred commits and their blocks to disk, before the cache closes
+        if self.files:
+            self.files.close_all()
+        self.publisher.close()
+        self.tree.db.sync()   # deferred commits and their blocks to disk, before the cache closes
         self.cache.close()
         if self.shipper:
             self._write_stats()

@@ -50,7 +50,6 @@ import pyfuse3
 import trio
 
 from ..core import errors
-from ..core.handles import OpenFiles
 from ..core.tree import Attr
 from ..store import StoreError
 
@@ -148,7 +147,8 @@ class RazorOps(pyfuse3.Operations):
         self.vol = vol
         self.tree = vol.tree
         self.timeout = timeout
-        self.files = OpenFiles(vol, on_commit=self._committed)
+        self.files = vol.files            # the volume's write buffers, shared with pwrite
+        self.files.on_commit = self._committed
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="rzd-fuse")
         self._lock = threading.Lock()
         self._refs: dict[int, int] = {}
@@ -184,7 +184,7 @@ class RazorOps(pyfuse3.Operations):
         """Metadata commits of a request are atomic at once and durable at the next fsync,
         as on a local file system (a flush to disk per create or chmod would bound git and
         tar to the disk's flush rate)."""
-        with self.tree.deferred_sync():
+        with self.tree.db.deferred_sync():
             return fn(*args)
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
@@ -453,7 +453,7 @@ class RazorOps(pyfuse3.Operations):
 
     def _fsync(self, ino: int) -> None:
         self.files.fsync(ino)
-        self.tree.sync()
+        self.tree.db.sync()
 
     @_translated
     async def release(self, fh):
@@ -605,7 +605,7 @@ class RazorOps(pyfuse3.Operations):
     def shutdown(self) -> None:
         """After the session ends: commit every buffer, drop the kernel's references."""
         self.files.close_all()
-        self.tree.sync()
+        self.tree.db.sync()
         with self._lock:
             inos = list(self._refs)
             self._refs.clear()

@@ -258,7 +258,7 @@ def _volume_problems(vol) -> list[str]:
     except Exception as exc:  # any failure means not ready; the reason goes in the answer
         found.append(f"store: {type(exc).__name__}: {exc}")
     try:
-        with vol.tree.write():
+        with vol.tree.db.write():
             pass              # BEGIN IMMEDIATE takes the write lock; nothing is changed
     except Exception as exc:
         found.append(f"metadata: {type(exc).__name__}: {exc}")

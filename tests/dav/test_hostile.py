@@ -166,7 +166,7 @@ def test_depth_infinity_on_a_huge_tree(tmp_path):
     vol = Volume.open(tmp_path / "data", journal_interval=0)
     vol.mkdir("/big")
     parent = vol.stat("/big").ino
-    with vol.tree.write():
+    with vol.tree.db.write():
         for i in range(10_050):
             vol.tree.create(parent, f"f{i}")
     vol.close()
