@@ -15,6 +15,7 @@ from cheroot import wsgi
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .edge import Edge
+from .http import Connection
 from .locks import SqliteLockStorage
 from .provider import RazorProvider
 
@@ -115,6 +116,7 @@ class Server:
             self.httpd.ssl_adapter = BuiltinSSLAdapter(*tls)
         self.scheme = "https" if tls else "http"
         self.httpd.max_request_header_size = MAX_HEADER_BYTES  # cheroot: 413 past it
+        self.httpd.ConnectionClass = Connection   # strict framing (http.py)
         self.httpd.prepare()  # binds now, so a port in use fails here with OSError
         self.host, self.port = self.httpd.bind_addr[:2]
 

@@ -38,9 +38,8 @@ from wsgidav.dav_error import DAVError
 from ..core import errors
 from .provider import normalize_path
 
-MAX_XML_BODY = 1 << 20
+MAX_BODY = 1 << 20
 MAX_INFINITY_ENTRIES = 10_000
-XML_METHODS = {"PROPFIND", "PROPPATCH", "LOCK", "UNLOCK", "MKCOL", "REPORT", "SEARCH"}
 
 _FINITE_DEPTH = (b'<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV:">'
                  b"<D:propfind-finite-depth/></D:error>")
@@ -54,20 +53,19 @@ class Edge:
 
     def __call__(self, environ, start_response):
         self.volume.cache.touch()   # uploads wait for a pause in requests (upload_delay)
+        try:
+            return self._guard(environ, start_response)
+        except errors.BadBody as exc:   # read up front below; http.py closes after
+            return reply(start_response, "400 Bad Request", str(exc), close=True)
+
+    def _guard(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "")
-        refused = bad_length(environ)
-        if refused:   # where the body ends is unknown: the connection cannot be reused
-            return reply(start_response, "400 Bad Request", refused, close=True)
-        if has_body(environ):
-            # An error answered before the body was read: read it, so the connection can
-            # take the next request (cheroot would otherwise close it without saying so)
-            start_response = drain_on_error(start_response, environ["wsgi.input"])
         refused = bad_path(environ)
         if refused:
             return reply(start_response, "400 Bad Request", refused)
         _check_range(environ)
-        if method in XML_METHODS:
-            refused = self._bound_body(environ)
+        if method != "PUT":
+            refused = read_body(environ)
             if refused:
                 return reply(start_response, "413 Content Too Large", refused)
         if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").strip() == "infinity":
@@ -79,28 +77,6 @@ class Edge:
             _propname_to_name(environ)
         return self.app(environ, start_response)
 
-    def _bound_body(self, environ) -> bytes | None:
-        """Read an XML body up front, refusing one over the limit."""
-        length = environ.get("CONTENT_LENGTH") or ""
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if not chunked:
-            try:
-                n = int(length or 0)
-            except ValueError:
-                return None  # WsgiDAV answers a malformed Content-Length
-            if n > MAX_XML_BODY:
-                return f"a {environ['REQUEST_METHOD']} body may be at most {MAX_XML_BODY} " \
-                       f"bytes".encode()
-            return None
-        body = environ["wsgi.input"].read(MAX_XML_BODY + 1)
-        if len(body) > MAX_XML_BODY:
-            return f"a {environ['REQUEST_METHOD']} body may be at most {MAX_XML_BODY} " \
-                   f"bytes".encode()
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        environ.pop("HTTP_TRANSFER_ENCODING", None)
-        return None
-
     def _too_deep(self, path: str) -> bool:
         try:
             attr = self.volume.stat(normalize_path(path))
@@ -110,34 +86,17 @@ class Edge:
             > MAX_INFINITY_ENTRIES
 
 
-MAX_DRAIN = 1 << 30
-
-
-def drain_on_error(start_response, body):
-    def wrapped(status, headers, exc_info=None):
-        if int(status[:3]) >= 400:
-            drained = 0
-            while True:
-                piece = body.read(1 << 20)
-                if not piece:
-                    break
-                drained += len(piece)
-                if drained >= MAX_DRAIN:   # not worth reading: say the connection ends
-                    headers = [h for h in headers if h[0].lower() != "connection"] + \
-                        [("Connection", "close")]
-                    break
-        return start_response(status, headers, exc_info) if exc_info else \
-            start_response(status, headers)
-    return wrapped
-
-
-def has_body(environ) -> bool:
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return True
-    try:
-        return int(environ.get("CONTENT_LENGTH") or 0) > 0
-    except ValueError:
-        return False
+def read_body(environ) -> bytes | None:
+    """Read the body of any request but PUT whole, up to ``MAX_BODY``, so that a body
+    that is cut off or badly framed fails here (``BadBody``), never inside WsgiDAV's XML
+    parsing or COPY/MOVE, where it would be a 500. Only PUT streams its body."""
+    body = environ["wsgi.input"].read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        return f"a {environ['REQUEST_METHOD']} body may be at most {MAX_BODY} bytes".encode()
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    return None
 
 
 def bad_path(environ) -> bytes | None:
@@ -147,13 +106,6 @@ def bad_path(environ) -> bytes | None:
             return b"a path may not contain NUL or backslash"
         if any(seg in (".", "..") for seg in path.split("/")):
             return b"a path may not contain '.' or '..' segments"
-    return None
-
-
-def bad_length(environ) -> bytes | None:
-    value = environ.get("CONTENT_LENGTH")
-    if value and not value.strip().isdigit():
-        return f"invalid Content-Length {value!r}".encode()
     return None
 
 
@@ -199,7 +151,7 @@ def _propname_to_name(environ) -> None:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return
-    if not 0 < length <= MAX_XML_BODY:
+    if not 0 < length <= MAX_BODY:
         return
     body = environ["wsgi.input"].read(length)
     if b"propname" in body:
