@@ -54,22 +54,26 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
 
 def _patch_wsgidav_destination() -> None:
     """WsgiDAV 4.4 unquotes the whole Destination header and then splits it as a URL, so a
-    name with '?' or ';' (sent as %3F, %3B) lost everything after it: MOVE to
-    'report%3Fv2.txt' replaced 'report'. Its request_server uses unquote and urlparse for
-    that header only; these replacements split the raw header first, take everything after
-    the host as the path, and unquote that once."""
-    from urllib.parse import unquote as _unquote, urlparse as _urlparse
+    name with '?' or ';' (sent as %3F, %3B) lost everything after it, and a path that is
+    not UTF-8 became U+FFFD. Its request_server uses unquote and urlparse for that header
+    only; these replacements hand it ``edge.split_destination``, the one parser of that
+    header (the edge has refused what it cannot parse)."""
+    from urllib.parse import ParseResult
 
     from wsgidav import request_server
+    from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
+
+    from .edge import split_destination
 
     def keep(url):
         return url
 
     def parse_destination(url, scheme="", allow_fragments=True):
-        parts = _urlparse(url, allow_fragments=False)
-        path = parts.path + (";" + parts.params if parts.params else "") + \
-            ("?" + parts.query if parts.query else "")
-        return parts._replace(path=_unquote(path), params="", query="")
+        try:
+            scheme, host, path = split_destination(url)
+        except ValueError as exc:
+            raise DAVError(HTTP_BAD_REQUEST, context_info=str(exc)) from None
+        return ParseResult(scheme, host, path, "", "", "")
 
     request_server.unquote = keep
     request_server.urlparse = parse_destination

@@ -30,12 +30,13 @@ import io
 import re
 from email.utils import formatdate, parsedate_to_datetime
 
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from defusedxml import ElementTree
 from wsgidav.dav_error import DAVError
 
 from ..core import errors
+from .http import utf8_path
 from .provider import normalize_path
 
 MAX_BODY = 1 << 20
@@ -63,6 +64,10 @@ class Edge:
         refused = bad_path(environ)
         if refused:
             return reply(start_response, "400 Bad Request", refused)
+        if method in ("COPY", "MOVE"):
+            refused = bad_destination(environ)
+            if refused:
+                return reply(start_response, "400 Bad Request", refused)
         _check_range(environ)
         if method != "PUT":
             refused = read_body(environ)
@@ -102,10 +107,61 @@ def read_body(environ) -> bytes | None:
 def bad_path(environ) -> bytes | None:
     raw = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
     for path in (unquote(raw.split("?", 1)[0]), environ.get("PATH_INFO", "")):
-        if "\0" in path or "\\" in path:
-            return b"a path may not contain NUL or backslash"
-        if any(seg in (".", "..") for seg in path.split("/")):
-            return b"a path may not contain '.' or '..' segments"
+        refused = _bad_segments(path)
+        if refused:
+            return refused.encode()
+    return None
+
+
+def _bad_segments(path: str) -> str | None:
+    if "\0" in path or "\\" in path:
+        return "a path may not contain NUL or backslash"
+    if any(seg in (".", "..") for seg in path.split("/")):
+        return "a path may not contain '.' or '..' segments"
+    return None
+
+
+# RFC 4918 10.3: Destination = Simple-ref = absolute-URI / path-absolute [ "?" query ]
+_DESTINATION = re.compile(r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<netloc>[^/?#]*))?"
+                          r"(?P<path>/[^?#]*)$")
+
+
+def split_destination(value: str) -> tuple[str, str, str]:
+    """(scheme, host, path) of a Destination header, the path percent-decoded once.
+
+    The one parser of Destination (``app.py`` hands it to WsgiDAV). Refused with
+    ``ValueError``: anything but an absolute URI or an absolute path; spaces and control
+    characters (a URI has none); a raw '?' or '#' (the name would be cut there: send
+    %3F, %23); a path that is not UTF-8 once decoded (``http.utf8_path``, the rule of
+    request targets) or that has '.', '..', NUL or backslash segments. ``value`` is the
+    header as WSGI gives it: its bytes as Latin-1 characters."""
+    if any(c <= " " or c == "\x7f" for c in value):
+        raise ValueError("Destination may not contain spaces or control characters")
+    m = _DESTINATION.match(value)
+    if not m:
+        raise ValueError("Destination must be an absolute URI of this server or an "
+                         "absolute path, with '?' and '#' in names sent as %3F and %23")
+    try:
+        path = utf8_path(unquote_to_bytes(m["path"].encode("latin-1")))
+    except UnicodeDecodeError:
+        raise ValueError("Destination is not valid UTF-8 once percent-decoded") from None
+    refused = _bad_segments(path)
+    if refused:
+        raise ValueError(refused)
+    return (m["scheme"] or "").lower(), (m["netloc"] or "").lower(), path
+
+
+def bad_destination(environ) -> bytes | None:
+    """A COPY or MOVE needs a usable Destination (RFC 4918 9.8, 9.9, 10.3): a 400
+    otherwise, before WsgiDAV (which answered 500 without one, and moved a collection to
+    a root entry named 'not a url'). Another host stays WsgiDAV's 502."""
+    value = environ.get("HTTP_DESTINATION")
+    if not value:
+        return f"{environ['REQUEST_METHOD']} needs a Destination header".encode()
+    try:
+        split_destination(value)
+    except ValueError as exc:
+        return str(exc).encode()
     return None
 
 
