@@ -12,6 +12,7 @@ import signal
 import threading
 
 from cheroot import wsgi
+from wsgidav import util
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .edge import Edge
@@ -79,7 +80,37 @@ def _patch_wsgidav_destination() -> None:
     request_server.urlparse = parse_destination
 
 
+def _patch_wsgidav_destination_conditions() -> None:
+    """WsgiDAV 4.4 evaluates a COPY's or MOVE's conditions against the destination too:
+    the untagged If lists and If-Match & co. RFC 4918 10.4.2 applies an untagged list to
+    the Request-URI only (and RFC 9110 13 its conditionals to the target resource), so
+    Office's second save, MOVE temp -> document with Overwrite: T and If: (<temp's
+    token>), answered 412. For the destination only lists tagged with its URL count now;
+    a destination locked by someone else is still refused by the lock check (423)."""
+    from wsgidav.request_server import RequestServer
+
+    evaluate = RequestServer._evaluate_if_headers
+    request_only = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+                    "HTTP_IF_UNMODIFIED_SINCE")
+
+    def evaluate_per_resource(self, res, environ):
+        if res is None or environ.get("REQUEST_METHOD") not in ("COPY", "MOVE") or \
+                res.path.rstrip("/") == environ["PATH_INFO"].rstrip("/"):
+            return evaluate(self, res, environ)
+        util.parse_if_header_dict(environ)
+        tagged = {url: lists for url, lists in (environ["wsgidav.conditions.if"] or {}).items()
+                  if url != "*"}
+        dest_env = {k: v for k, v in environ.items() if k not in request_only}
+        dest_env["wsgidav.conditions.if"] = tagged
+        if not tagged:
+            dest_env.pop("HTTP_IF", None)
+        return evaluate(self, res, dest_env)
+
+    RequestServer._evaluate_if_headers = evaluate_per_resource
+
+
 _patch_wsgidav_destination()
+_patch_wsgidav_destination_conditions()
 
 
 def close_app(app) -> None:

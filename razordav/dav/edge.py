@@ -138,7 +138,7 @@ def split_destination(value: str) -> tuple[str, str, str]:
     if any(c <= " " or c == "\x7f" for c in value):
         raise ValueError("Destination may not contain spaces or control characters")
     m = _DESTINATION.match(value)
-    if not m:
+    if not m or value.startswith("//"):   # '//host/x' is no path-absolute
         raise ValueError("Destination must be an absolute URI of this server or an "
                          "absolute path, with '?' and '#' in names sent as %3F and %23")
     try:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from urllib.parse import unquote_to_bytes
 
 from cheroot import server
 
@@ -257,6 +258,10 @@ class Request(server.HTTPRequest):
     def read_request_line(self):
         if not super().read_request_line():
             return False
+        if self.method == b"OPTIONS" and self.path != b"*":
+            # cheroot percent-decodes every method's path but OPTIONS'; one rule for all
+            self.path = server.QUOTED_SLASH.join(
+                unquote_to_bytes(x) for x in server.QUOTED_SLASH_REGEX.split(self.path))
         try:
             utf8_path(self.path)
         except UnicodeDecodeError:
