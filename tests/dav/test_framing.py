@@ -219,3 +219,13 @@ def test_move_onto_a_destination_locked_by_another_stays_423(srv):
     finally:
         unlock(doc, theirs)
         unlock(tmp, mine)
+
+
+@pytest.mark.parametrize("coding,status", [("gzip", 415), ("br, gzip", 415),
+                                          ("identity", 204)])
+def test_put_content_coding(srv, coding, status):
+    responses, _ = exchange(srv.port, request("PUT", "/d/coded.txt",
+                                              {"Content-Encoding": coding}, b"abc"))
+    assert responses[0][0] in ({status, 201} if status == 204 else {status})
+    if status == 415:
+        assert responses[0][1]["accept-encoding"] == "identity"
