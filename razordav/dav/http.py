@@ -136,6 +136,7 @@ class _Body:
         self.req = req
         self.done = False
         self.failed: str | None = None
+        self._pushed = b""   # read by readline past its line, handed out first
 
     def _fail(self, reason: str):
         self.failed = reason
@@ -155,25 +156,40 @@ class _Body:
         """Up to ``size`` bytes (all with None or -1); b"" only at the body's true end."""
         if self.failed:
             raise BadBody(self.failed)
-        out = []
+        out, self._pushed = [self._pushed], b""
+        got = len(out[0])
         want = None if size is None or size < 0 else size
-        while want is None or want > 0:
-            piece = self._next(want if want is not None else 1 << 20)
+        if want is not None and got > want:
+            out[0], self._pushed = out[0][:want], out[0][want:]
+            return out[0]
+        while want is None or got < want:
+            piece = self._next((want - got) if want is not None else 1 << 20)
             if not piece:
                 break
             out.append(piece)
-            if want is not None:
-                want -= len(piece)
+            got += len(piece)
         return b"".join(out)
 
     def readline(self, size: int | None = None) -> bytes:
-        return self.read(size if size is not None else MAX_LINE)
+        """One line, up to and with its LF (at most ``size`` bytes)."""
+        limit = None if size is None or size < 0 else size
+        line = b""
+        while limit is None or len(line) < limit:
+            piece = self.read(8192 if limit is None else min(8192, limit - len(line)))
+            if not piece:
+                break
+            end = piece.find(b"\n")
+            if end >= 0:
+                line, self._pushed = line + piece[:end + 1], piece[end + 1:] + self._pushed
+                break
+            line += piece
+        return line
 
     def drain(self, limit: int = MAX_DRAIN) -> bool:
         """Read and drop the rest; True if the body ended within ``limit`` bytes."""
         drained = 0
         try:
-            while not self.done and drained < limit:
+            while not (self.done and not self._pushed) and drained < limit:
                 drained += len(self.read(1 << 20))
         except BadBody:
             return False
