@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from . import errors
+from . import errors, space
 from ..fsutil import fsync_path
 
 ROOT = 1
@@ -271,7 +271,7 @@ class Tree:
         ``deferred_sync``) on exit, rolled back on error."""
         if self.write_guard is not None:
             self.write_guard()
-        with self._lock, _quota_errors():
+        with self._lock, _quota_errors(), space.guard(os.path.dirname(self.path)):
             c = self._conn()
             if c.in_transaction:  # nested: the outer transaction commits
                 yield c
