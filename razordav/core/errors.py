@@ -85,6 +85,13 @@ class Corrupt(FsError):
     http_status = 500
 
 
+class BadBody(FsError):
+    """The request body cannot be read to its declared end (malformed framing, cut off,
+    or the connection failed); nothing it carried is kept."""
+    errno = _errno.EIO
+    http_status = 400
+
+
 class ChecksumMismatch(FsError):
     """The content does not match the checksum the client sent."""
     errno = _errno.EIO

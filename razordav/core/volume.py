@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from .. import store as store_mod
-from . import errors
+from . import errors, space
 from .blocks import BlockCodec, block_key
 from .cache import BlockCache
 from .files import FileReader, FileWriter
@@ -417,6 +417,8 @@ class Volume:
                 "journal_last_ship": self.shipper.last_ship if self.shipper else None,
                 "journal_error": self.shipper.last_error if self.shipper else None,
                 **(self.lease.figures() if self.lease else {}),
+                "local_disk_full": space.full(self.data_dir) or None,
+                "local_disk_full_errors": space.failures(self.data_dir),
                 "compression_ratio": stored / raw if raw else None, "compression": comp}
 
     def close(self) -> None:

@@ -12,9 +12,11 @@ import signal
 import threading
 
 from cheroot import wsgi
+from wsgidav import util
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .edge import Edge
+from .http import Connection
 from .locks import SqliteLockStorage
 from .provider import RazorProvider
 
@@ -53,28 +55,62 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
 
 def _patch_wsgidav_destination() -> None:
     """WsgiDAV 4.4 unquotes the whole Destination header and then splits it as a URL, so a
-    name with '?' or ';' (sent as %3F, %3B) lost everything after it: MOVE to
-    'report%3Fv2.txt' replaced 'report'. Its request_server uses unquote and urlparse for
-    that header only; these replacements split the raw header first, take everything after
-    the host as the path, and unquote that once."""
-    from urllib.parse import unquote as _unquote, urlparse as _urlparse
+    name with '?' or ';' (sent as %3F, %3B) lost everything after it, and a path that is
+    not UTF-8 became U+FFFD. Its request_server uses unquote and urlparse for that header
+    only; these replacements hand it ``edge.split_destination``, the one parser of that
+    header (the edge has refused what it cannot parse)."""
+    from urllib.parse import ParseResult
 
     from wsgidav import request_server
+    from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
+
+    from .edge import split_destination
 
     def keep(url):
         return url
 
     def parse_destination(url, scheme="", allow_fragments=True):
-        parts = _urlparse(url, allow_fragments=False)
-        path = parts.path + (";" + parts.params if parts.params else "") + \
-            ("?" + parts.query if parts.query else "")
-        return parts._replace(path=_unquote(path), params="", query="")
+        try:
+            scheme, host, path = split_destination(url)
+        except ValueError as exc:
+            raise DAVError(HTTP_BAD_REQUEST, context_info=str(exc)) from None
+        return ParseResult(scheme, host, path, "", "", "")
 
     request_server.unquote = keep
     request_server.urlparse = parse_destination
 
 
+def _patch_wsgidav_destination_conditions() -> None:
+    """WsgiDAV 4.4 evaluates a COPY's or MOVE's conditions against the destination too:
+    the untagged If lists and If-Match & co. RFC 4918 10.4.2 applies an untagged list to
+    the Request-URI only (and RFC 9110 13 its conditionals to the target resource), so
+    Office's second save, MOVE temp -> document with Overwrite: T and If: (<temp's
+    token>), answered 412. For the destination only lists tagged with its URL count now;
+    a destination locked by someone else is still refused by the lock check (423)."""
+    from wsgidav.request_server import RequestServer
+
+    evaluate = RequestServer._evaluate_if_headers
+    request_only = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+                    "HTTP_IF_UNMODIFIED_SINCE")
+
+    def evaluate_per_resource(self, res, environ):
+        if res is None or environ.get("REQUEST_METHOD") not in ("COPY", "MOVE") or \
+                res.path.rstrip("/") == environ["PATH_INFO"].rstrip("/"):
+            return evaluate(self, res, environ)
+        util.parse_if_header_dict(environ)
+        tagged = {url: lists for url, lists in (environ["wsgidav.conditions.if"] or {}).items()
+                  if url != "*"}
+        dest_env = {k: v for k, v in environ.items() if k not in request_only}
+        dest_env["wsgidav.conditions.if"] = tagged
+        if not tagged:
+            dest_env.pop("HTTP_IF", None)
+        return evaluate(self, res, dest_env)
+
+    RequestServer._evaluate_if_headers = evaluate_per_resource
+
+
 _patch_wsgidav_destination()
+_patch_wsgidav_destination_conditions()
 
 
 def close_app(app) -> None:
@@ -115,6 +151,7 @@ class Server:
             self.httpd.ssl_adapter = BuiltinSSLAdapter(*tls)
         self.scheme = "https" if tls else "http"
         self.httpd.max_request_header_size = MAX_HEADER_BYTES  # cheroot: 413 past it
+        self.httpd.ConnectionClass = Connection   # strict framing (http.py)
         self.httpd.prepare()  # binds now, so a port in use fails here with OSError
         self.host, self.port = self.httpd.bind_addr[:2]
 

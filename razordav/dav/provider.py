@@ -408,6 +408,14 @@ class PutStream:
         with _translate():
             self.writer.write(data)
 
+    def writelines(self, body) -> None:
+        """WsgiDAV hands over the body as an iterator over reads of ``wsgi.input``: a
+        body that cannot be read to its end (``BadBody``) is then a 400, not a 500, and
+        WsgiDAV aborts the write."""
+        with _translate():
+            for data in body:
+                self.writer.write(data)
+
     def close(self) -> None:
         if self.expected_length is not None and self.writer.size != self.expected_length:
             self.writer.abort()

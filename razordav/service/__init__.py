@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import dav  # noqa: F401  before gate.py imports WsgiDAV: see dav/xmlsafe.py
+
 ROLES = ("reader", "writer", "admin")
 READ_METHODS = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
 PRINCIPAL_KEY = "razordav.principal"

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..core import errors
 from ..core.tree import Attr, split_path
-from ..dav.edge import bad_length, bad_path, drain_on_error
+from ..dav.edge import bad_path
 from .api_common import (API, Answers, BodyLimit, RoleCheck, fs_error, principal_of, problems,
                          serialize_error, spec, tenant_volume)
 
@@ -226,8 +226,6 @@ class Content(_Volumes):
         whole body has arrived (Content-Length checked), and on any error (507: over the
         tenant's quota)."""
         p, vol = vol_path(req, path), self.vol(req)
-        if bad_length(req.env):
-            raise falcon.HTTPBadRequest(description=bad_length(req.env).decode())
         chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
         expected = None if chunked else int(req.env.get("CONTENT_LENGTH") or 0)
         existed = _exists(vol, p)
@@ -335,16 +333,13 @@ def _copy_tree(vol, src: str, dst: str, replace: bool) -> None:
 
 
 class Api:
-    """The WSGI app: the Falcon app, behind one guard the WebDAV edge has too (a chunked
-    body left unread by an early error is read to its end, or cheroot would parse the rest
-    as the next request)."""
+    """The WSGI app: the Falcon app. Bodies left unread by an early error are drained by
+    the HTTP layer (dav/http.py), for every face."""
 
     def __init__(self, app: falcon.App):
         self.falcon = app
 
     def __call__(self, environ, start_response):
-        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            start_response = drain_on_error(start_response, environ["wsgi.input"])
         return self.falcon(environ, start_response)
 
 

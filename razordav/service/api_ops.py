@@ -30,7 +30,7 @@ from typing import Any, Literal
 import falcon
 from pydantic import BaseModel, Field
 
-from ..core import errors
+from ..core import errors, space
 from ..core.fsck import fsck
 from .api_common import API, Answers, principal_of, problems, spec, tenant_volume
 
@@ -262,6 +262,7 @@ def _volume_problems(vol) -> list[str]:
             pass              # BEGIN IMMEDIATE takes the write lock; nothing is changed
     except Exception as exc:
         found.append(f"metadata: {type(exc).__name__}: {exc}")
+    found += space.full(vol.data_dir)   # writes answer 507 until a write there succeeds
     return found
 
 

@@ -36,7 +36,7 @@ import time
 from wsgidav.dc.base_dc import BaseDomainController
 
 from ..core import errors
-from ..dav.edge import drain_on_error, has_body, reply
+from ..dav.edge import reply
 from . import PRINCIPAL_KEY, Principal
 from .tenants import tenant_data_dir, tenant_store_url
 
@@ -209,10 +209,6 @@ class Gate:
     def __call__(self, environ, start_response):
         environ.pop(PRINCIPAL_KEY, None)
         environ.pop(USER_KEY, None)
-        if has_body(environ):
-            # a 401 to a PUT is normal (clients send credentials only when asked): read
-            # the body, so the retry can use the same connection
-            start_response = drain_on_error(start_response, environ["wsgi.input"])
         path = environ.get("PATH_INFO", "")
         if path in HEALTH_PATHS and self.api_app is not None:
             return self.api_app(environ, start_response)

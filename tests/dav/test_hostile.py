@@ -1,9 +1,17 @@
 """Hostile input on the WebDAV face: each case gets a clean 4xx, and the volume is left
-exactly as it was (same listing, same contents, same properties)."""
+exactly as it was (same listing, same contents, same properties).
+
+Every test here runs against a gateway that can import lxml and one that cannot: WsgiDAV
+picks its XML parser by what it can import, and razordav must not depend on that."""
 
 import hashlib
+import importlib.util
+import os
 import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -25,9 +33,23 @@ LOCKINFO = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:ex
             b'</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = RazorServer(tmp_path_factory.mktemp("hostile") / "data").start()
+HIDE_LXML = str(Path(__file__).parents[1] / "hide_lxml")
+
+
+def python_path(lxml: bool) -> str:
+    """PYTHONPATH for a process that can (or cannot) import lxml."""
+    base = os.environ.get("PYTHONPATH", "")
+    if lxml:
+        assert importlib.util.find_spec("lxml"), \
+            "lxml is a test dependency (pip install -e '.[test]'): the XML tests need it"
+        return base
+    return os.pathsep.join(p for p in (HIDE_LXML, base) if p)
+
+
+@pytest.fixture(scope="module", params=["lxml", "no-lxml"])
+def srv(tmp_path_factory, request):
+    env = {"PYTHONPATH": python_path(request.param == "lxml")}
+    s = RazorServer(tmp_path_factory.mktemp("hostile") / "data", env=env).start()
     requests.request("MKCOL", s.url + "/d")
     requests.put(s.url + "/d/file.txt", data=b"precious content")
     requests.put(s.url + "/other.txt", data=b"other")
@@ -78,6 +100,34 @@ def test_external_entity(unchanged):
     r = requests.request("PROPPATCH", unchanged.url + "/d/file.txt", data=XXE)
     assert r.status_code == 400
     assert "root:" not in r.text
+
+
+def test_external_entity_in_lock(unchanged):
+    body = XXE.replace(b"propertyupdate", b"lockinfo").replace(
+        b"<D:set><D:prop><Z:p>&xxe;</Z:p></D:prop>\n</D:set>",
+        b"<D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
+        b"<D:owner>&xxe;</D:owner>")
+    assert b"lockinfo" in body and b"&xxe;</D:owner>" in body
+    r = requests.request("LOCK", unchanged.url + "/d/file.txt", data=body)
+    assert r.status_code == 400
+    assert "root:" not in r.text
+
+
+@pytest.mark.parametrize("lxml", [True, False], ids=["lxml", "no-lxml"])
+def test_wsgidav_never_parses_with_lxml(lxml):
+    """Whatever is importable, razordav hands WsgiDAV defusedxml; and if WsgiDAV was
+    imported first and chose lxml, importing razordav's face fails instead of serving."""
+    env = {**os.environ, "PYTHONPATH": python_path(lxml)}
+    check = ("import razordav.dav.app, razordav.service.gate\n"
+             "from wsgidav import util, xml_tools\n"
+             "assert not xml_tools.use_lxml and not util.use_lxml, 'lxml in use'\n"
+             "assert 'defusedxml' in util.etree.__name__, util.etree\n")
+    subprocess.run([sys.executable, "-c", check], env=env, check=True, timeout=60)
+    if lxml:
+        wrong_order = subprocess.run(
+            [sys.executable, "-c", "import wsgidav.util; import razordav.dav"], env=env,
+            capture_output=True, text=True, timeout=60)
+        assert wrong_order.returncode != 0 and "chose lxml" in wrong_order.stderr
 
 
 @pytest.mark.parametrize("method", ["PROPFIND", "PROPPATCH", "LOCK"])
