@@ -159,7 +159,10 @@ def cmd_serve(opts: config.Options, args) -> int:
     try:
         app, service = _build_app(opts, vol)
         try:
-            server = Server(app, opts.host, opts.port, threads=opts.threads, tls=tls)
+            server = Server(app, opts.host, opts.port, threads=opts.threads, tls=tls,
+                            header_timeout=opts.header_timeout,
+                            max_connections=opts.max_connections,
+                            per_address=opts.max_connections_per_address)
         except OSError as exc:
             raise UserError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror}") from None
         if "basic" in opts.auth and not tls and not loopback:

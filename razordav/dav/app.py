@@ -14,6 +14,7 @@ import threading
 from cheroot import wsgi
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from .conns import GuardedConnection, GuardedConnections
 from .edge import Edge
 from .locks import SqliteLockStorage
 from .provider import RazorProvider
@@ -102,14 +103,44 @@ def head_without_body(app):
     return wrapped
 
 
+class _GuardedServer(wsgi.Server):
+    """cheroot's WSGI server with ``conns.GuardedConnections``: workers get requests whose
+    head has arrived, not sockets (see conns.py for why)."""
+
+    ConnectionClass = GuardedConnection
+
+    def __init__(self, *args, limits: dict, **kw):
+        super().__init__(*args, **kw)
+        self.limits = limits
+        # cheroot stops keeping connections alive past this many in its selector; the
+        # limits above bound that number already
+        self.keep_alive_conn_limit = limits["max_connections"]
+
+    def prepare(self):
+        super().prepare()
+        plain = self._connections
+        self._connections = GuardedConnections(self, **self.limits)
+        plain._selector.close()
+
+
 class Server:
-    """A cheroot server over the app, on ``host:port`` (port 0: any free port)."""
+    """A cheroot server over the app, on ``host:port`` (port 0: any free port).
+
+    ``timeout``: idle seconds between requests, and for each read of a body;
+    ``header_timeout``: seconds from accepting a connection (or from the first byte of a
+    next request) to the end of the request head; ``max_connections`` in all and
+    ``per_address`` from one client address (those past them are closed unanswered)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8080, threads: int = 32,
-                 queue: int = 128, timeout: float = 60, tls: tuple[str, str] | None = None):
-        self.httpd = wsgi.Server((host, port), head_without_body(app), numthreads=threads,
-                                 request_queue_size=queue, timeout=int(timeout),
-                                 shutdown_timeout=30, server_name="razordav")
+                 queue: int = 128, timeout: float = 60, tls: tuple[str, str] | None = None,
+                 header_timeout: float = 10, max_connections: int = 1000,
+                 per_address: int = 64):
+        limits = {"header_timeout": header_timeout, "max_connections": max_connections,
+                  "per_address": per_address}
+        self.httpd = _GuardedServer((host, port), head_without_body(app), numthreads=threads,
+                                    request_queue_size=queue, timeout=int(timeout),
+                                    shutdown_timeout=30, server_name="razordav",
+                                    limits=limits)
         if tls is not None:   # (certificate, key) PEM files; cheroot's ssl-module adapter
             from cheroot.ssl.builtin import BuiltinSSLAdapter
             self.httpd.ssl_adapter = BuiltinSSLAdapter(*tls)

@@ -1,0 +1,97 @@
+"""Issue 14, one test (or a few) per point, each against a real gateway on 127.0.0.1:
+idle and slow connections, CSRF, stored XSS, locks on every face, quotas on properties,
+header values, login backoff, names, deleted tenants, lock administration, token scopes,
+and the smaller ones (readyz, error texts, file modes, lock owners)."""
+
+import os
+import socket
+import stat
+import time
+
+import pytest
+import requests
+
+from tests.razor import HOST, RazorServer
+from tests.service.test_gate import PASSWORDS, cli, ok, setup_registry
+
+LOCKINFO = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            b'</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("security") / "data"
+    setup_registry(data)
+    srv = RazorServer(data, extra=["--auth", "basic"]).start()
+    yield srv
+    srv.stop()
+
+
+def as_(user):
+    s = requests.Session()
+    s.auth = (user, PASSWORDS[user])
+    return s
+
+
+# -- 1: idle and slow connections --
+
+def _connect_from(address, port):
+    s = socket.socket()
+    s.bind((address, 0))
+    s.connect((HOST, port))
+    return s
+
+
+def test_hundreds_of_idle_and_slow_connections_lock_nobody_out(server):
+    """300 sockets from five addresses (60 each, under the per-address cap): half send
+    nothing, half a request head that never ends. A real client is still served at once."""
+    socks = []
+    try:
+        for i in range(300):
+            s = _connect_from(f"127.0.0.{2 + i % 5}", server.port)
+            if i % 2:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+            socks.append(s)
+        time.sleep(0.5)          # let the gateway see them all
+        for _ in range(3):
+            r = requests.get(server.url + "/healthz", timeout=1)
+            assert r.status_code == 200
+            r = as_("alice").request("PROPFIND", server.url + "/", headers={"Depth": "0"},
+                                     timeout=1)
+            assert r.status_code == 207
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connections_past_the_per_address_cap_are_closed(server):
+    socks = [_connect_from("127.0.0.9", server.port) for _ in range(70)]
+    try:
+        last = socks[-1]
+        last.settimeout(5)
+        assert last.recv(10) == b""          # closed by the gateway, unanswered
+        assert requests.get(server.url + "/healthz", timeout=1).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_head_that_never_ends_is_closed_after_header_timeout(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("header_timeout: 1\n")
+    with RazorServer(tmp_path / "data", extra=["--config", str(conf)]) as srv:
+        s = socket.create_connection((HOST, srv.port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        s.settimeout(15)
+        deadline = time.monotonic() + 15
+        data = b"x"
+        while data and time.monotonic() < deadline:   # trickle until the gateway hangs up
+            s.sendall(b"X: y\r\n")
+            try:
+                data = s.recv(100)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                data = b""
+        assert data == b""
+        s.close()
