@@ -235,7 +235,8 @@ def _build_app(opts: config.Options, vol):
                                tenant_claim=opts.jwt_tenant_claim)
     metrics = Metrics(service)
     gate = Gate(service, basic="basic" in opts.auth, jwt=jwt, api_app=make_api(service),
-                metrics_app=metrics.app, metrics_token=opts.metrics_token)
+                metrics_app=metrics.app, metrics_token=opts.metrics_token,
+                allowed_origins=opts.cors_origins or ())
     return metrics.middleware(gate), service
 
 

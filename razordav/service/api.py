@@ -36,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..core import errors
 from ..core.tree import Attr, split_path
 from ..dav.edge import bad_length, bad_path, drain_on_error
-from .api_common import (API, Answers, BodyLimit, RoleCheck, fs_error, principal_of, problems,
-                         serialize_error, spec, tenant_volume)
+from .api_common import (API, Answers, BodyLimit, JsonOnly, RoleCheck, fs_error, principal_of,
+                         problems, serialize_error, spec, tenant_volume)
 
 CHUNK = 1 << 20
 PATH_DOC = {"path": "a path below the tenant's root, '/'-separated, percent-encoded; "
@@ -353,7 +353,8 @@ def make_api(service) -> Api:
     ``/healthz`` and ``/readyz``, with the caller's principal in the environ."""
     from . import api_admin, api_ops
 
-    app = falcon.App(middleware=[RoleCheck(service), BodyLimit(f"{API}/content/")])
+    app = falcon.App(middleware=[JsonOnly(f"{API}/content/"), RoleCheck(service),
+                                 BodyLimit(f"{API}/content/")])
     app.set_error_serializer(serialize_error)
     app.add_error_handler(errors.FsError, fs_error)
     files, content, dirs = Files(service), Content(service), Dirs(service)

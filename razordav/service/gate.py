@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 REALM = "razordav"
 USER_KEY = "razordav.user"      # the WsgiDAV trusted_auth_header: not settable over HTTP
 HEALTH_PATHS = ("/healthz", "/readyz")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 ANONYMOUS = Principal("anonymous", "", "admin", "none")
 
 
@@ -193,8 +194,10 @@ class Backoff:
 
 class Gate:
     def __init__(self, service: Service, basic: bool = True, jwt=None, api_app=None,
-                 metrics_app=None, metrics_token: str | None = None):
+                 metrics_app=None, metrics_token: str | None = None,
+                 allowed_origins: list[str] | tuple = ()):
         self.service = service
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self.dc = RegistryDC(service.registry) if basic else None
         self.jwt = jwt
         self.api_app = api_app
@@ -218,6 +221,9 @@ class Gate:
             return self.api_app(environ, start_response)
         if path == "/metrics" and self.metrics_app is not None and self._metrics_token(environ):
             return self.metrics_app(environ, start_response)
+        refused = self._foreign(environ)
+        if refused:
+            return reply(start_response, "403 Forbidden", refused)
         principal, wait = self._authenticate(environ)
         if wait:
             return reply(start_response, "429 Too Many Requests",
@@ -250,6 +256,23 @@ class Gate:
             return reply(start_response, "503 Service Unavailable",
                            f"tenant {principal.tenant} is not available")
         return app(environ, start_response)
+
+    def _foreign(self, environ) -> str | None:
+        """Why a request that may change state comes from a page of another site, if it
+        does: its ``Origin`` is neither the gateway's own nor allowed, or the browser says
+        ``Sec-Fetch-Site: cross-site`` (or ``same-site``) for an origin not allowed. A
+        browser with cached Basic credentials would otherwise send them along (CSRF)."""
+        if environ.get("REQUEST_METHOD", "GET").upper() in SAFE_METHODS:
+            return None
+        origin = environ.get("HTTP_ORIGIN", "").strip().rstrip("/").lower()
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://" \
+              f"{environ.get('HTTP_HOST', '')}".lower()
+        if origin and origin != own and origin not in self.allowed_origins:
+            return f"requests from pages of {origin} may not change anything here"
+        site = environ.get("HTTP_SEC_FETCH_SITE", "").strip().lower()
+        if site in ("cross-site", "same-site") and origin not in self.allowed_origins:
+            return "requests from pages of another site may not change anything here"
+        return None
 
     def _metrics_token(self, environ) -> bool:
         header = environ.get("HTTP_AUTHORIZATION", "")

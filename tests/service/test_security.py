@@ -95,3 +95,61 @@ def test_a_head_that_never_ends_is_closed_after_header_timeout(tmp_path):
                 data = b""
         assert data == b""
         s.close()
+
+
+# -- 2: CSRF --
+
+def test_state_changing_api_calls_take_json_from_the_gateways_own_pages(server):
+    root = as_("root")
+    url = server.url + "/api/v1/users"
+    user = {"name": "mallory", "tenant": "acme", "role": "admin", "password": "pw-mallory"}
+    r = root.post(url, data=user)                                   # a form post
+    assert r.status_code == 415, r.text
+    r = root.post(url, data=str(user), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    r = root.post(url, json=user, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    r = root.post(url, json=user, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    r = root.request("DELETE", server.url + "/report.txt",
+                     headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403                                      # WebDAV too
+    assert root.get(server.url + "/api/v1/users/mallory").status_code == 404
+    r = root.post(url, json=user, headers={"Origin": server.url, "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 201, r.text
+    assert root.delete(server.url + "/api/v1/users/mallory").status_code == 204
+
+
+def test_allowed_origins_come_from_the_config(tmp_path):
+    setup_registry(tmp_path / "data")
+    conf = tmp_path / "c.yaml"
+    conf.write_text("cors_origins: [https://app.example]\n")
+    with RazorServer(tmp_path / "data", extra=["--auth", "basic", "--config", str(conf)]) as srv:
+        root = as_("root")
+        r = root.post(srv.url + "/api/v1/dirs/from-app",
+                      headers={"Origin": "https://app.example", "Sec-Fetch-Site": "cross-site"})
+        assert r.status_code == 201, r.text
+        r = root.post(srv.url + "/api/v1/dirs/from-evil", headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403
+
+
+# -- 3: stored XSS --
+
+@pytest.mark.parametrize("name", ["evil.html", "evil.svg", "evil.js", "evil.xml", "evil.txt"])
+def test_uploaded_files_cannot_run_in_the_gateways_origin(server, name):
+    alice = as_("alice")
+    assert alice.put(server.url + "/" + name, data=b"<script>alert(1)</script>").status_code \
+        in (201, 204)
+    for r in (alice.get(server.url + "/" + name),
+              alice.get(server.url + "/api/v1/content/" + name)):
+        assert r.status_code == 200
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert "sandbox" in r.headers["Content-Security-Policy"].split(";")[0]
+
+
+def test_the_gateways_own_pages_have_a_strict_policy(server):
+    for r in (as_("alice").get(server.url + "/"), requests.get(server.url + "/"),
+              requests.get(server.url + "/healthz"), as_("alice").get(server.url + "/nope")):
+        policy = r.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "sandbox" in policy, r.status_code
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
