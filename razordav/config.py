@@ -52,7 +52,7 @@ class Options:
     metrics_token: str | None = None
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", re.I)
 _SIZE_FIELDS = {"cache_size", "dirty_limit", "block_size"}
 
 
@@ -60,7 +60,7 @@ def parse_size(value) -> int:
     """'10G', '512MiB', '4m' or a plain number of bytes."""
     if isinstance(value, int):
         return value
-    m = _SIZE.match(str(value))
+    m = _SIZE.fullmatch(str(value))
     if not m:
         raise ConfigError(f"invalid size {value!r}: use a number with an optional K, M, G or T")
     return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))

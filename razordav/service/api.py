@@ -149,14 +149,14 @@ class Files(_Volumes):
         resp.status = 204
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.I)
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) of a single byte range; None for the whole file. A header that is not
     one well-formed range is ignored (RFC 9110 14.2), as the WebDAV edge does; a range
     that starts past the end is a 416."""
-    m = _RANGE.match((header or "").replace(" ", ""))
+    m = _RANGE.fullmatch((header or "").replace(" ", ""))
     if not m or m.groups() == ("", ""):
         return None
     first, last = m.groups()

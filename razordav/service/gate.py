@@ -20,9 +20,12 @@ does the HTTP side itself and hands the tenant's WsgiDAV app the user name throu
 that user name by WsgiDAV.
 
 Failures slow the next attempts down (``Backoff``): after 5 failures for one user name, or
-20 from one address, attempts within a doubling window (capped at a minute) get 429 without
-a password check, so guessing is slow and the real user waits a minute at most after the
-guessing stops.
+20 from one address, attempts within a doubling window get 429 without a password check
+(capped at a minute for an address, 30 s for a user name). Each attempt is counted before
+its check, so parallel guesses get 429 too; a success takes back only its own count. An
+address that logged in as a user skips that user's window (30 days), so guessing a
+password elsewhere never locks the user out where it works; from a new address the user
+waits at most 30 s after a failure.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ log = logging.getLogger(__name__)
 REALM = "razordav"
 USER_KEY = "razordav.user"      # the WsgiDAV trusted_auth_header: not settable over HTTP
 HEALTH_PATHS = ("/healthz", "/readyz")
+USER_WAIT_CAP = 30.0     # the longest a user name's own window lasts, in seconds
+KNOWN_FOR = 30 * 86400   # an address that logged in as a user skips its window this long
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 ANONYMOUS = Principal("anonymous", "", "admin", "none")
 
@@ -163,33 +168,56 @@ class RegistryDC(TrustedDC):
 
 class Backoff:
     """Failure counts per key (an address, a user name); a key that failed more than
-    ``free`` times must wait a window doubling with each failure, up to ``cap`` seconds."""
+    ``free`` times must wait a window doubling with each failure, up to ``cap`` seconds.
+    Counts are forgotten ``forget`` seconds after the key's last failure.
 
-    def __init__(self, free: int = 5, base: float = 1.0, cap: float = 60.0):
-        self.free, self.base, self.cap = free, base, cap
+    ``begin`` checks and counts in one step: an attempt is counted as a failure before its
+    password is checked, so parallel guesses cannot all slip in under the budget; ``undo``
+    takes the count back when the attempt succeeded. A success never clears the failures
+    of others."""
+
+    def __init__(self, free: int = 5, base: float = 1.0, cap: float = 60.0,
+                 forget: float = 900.0):
+        self.free, self.base, self.cap, self.forget = free, base, cap, forget
         self._lock = threading.Lock()
         self._state: dict[str, tuple[int, float]] = {}   # key -> (failures, last failure)
 
+    def _failures(self, key: str, now: float) -> tuple[int, float]:
+        failures, last = self._state.get(key, (0, 0.0))
+        return (0, 0.0) if now - last > self.forget else (failures, last)
+
     def wait(self, key: str) -> float:
         """Seconds ``key`` must still wait (0: go ahead)."""
+        now = time.monotonic()
         with self._lock:
-            failures, last = self._state.get(key, (0, 0.0))
+            failures, last = self._failures(key, now)
+        return self._window(failures, last, now)
+
+    def _window(self, failures: int, last: float, now: float) -> float:
         if failures <= self.free:
             return 0.0
-        window = min(self.cap, self.base * 2 ** (failures - self.free - 1))
-        return max(0.0, last + window - time.monotonic())
+        return max(0.0, last + min(self.cap, self.base * 2 ** (failures - self.free - 1)) - now)
 
-    def failed(self, key: str) -> None:
+    def begin(self, key: str) -> float:
+        """0 and the attempt counted as a failure, or the seconds still to wait."""
+        now = time.monotonic()
         with self._lock:
-            failures, _ = self._state.get(key, (0, 0.0))
-            self._state[key] = (failures + 1, time.monotonic())
-            if len(self._state) > 100_000:     # forget the oldest half rather than grow
-                for k in sorted(self._state, key=lambda k: self._state[k][1])[:50_000]:
-                    del self._state[k]
+            failures, last = self._failures(key, now)
+            wait = self._window(failures, last, now)
+            if not wait:
+                self._state[key] = (failures + 1, now)
+                if len(self._state) > 100_000:     # forget the oldest half rather than grow
+                    for k in sorted(self._state, key=lambda k: self._state[k][1])[:50_000]:
+                        del self._state[k]
+            return wait
 
-    def succeeded(self, key: str) -> None:
+    def undo(self, key: str) -> None:
         with self._lock:
-            self._state.pop(key, None)
+            failures, last = self._state.get(key, (0, 0.0))
+            if failures > 1:
+                self._state[key] = (failures - 1, last)
+            else:
+                self._state.pop(key, None)
 
 
 class Gate:
@@ -204,7 +232,9 @@ class Gate:
         self.metrics_app = metrics_app
         self.metrics_token = metrics_token
         # An address may hide many people (NAT, a proxy): it gets more tries than a name.
-        self.backoff = {"addr": Backoff(free=20), "user": Backoff(free=5)}
+        self.backoff = {"addr": Backoff(free=20), "user": Backoff(free=5, cap=USER_WAIT_CAP)}
+        self._known: dict[tuple[str, str], float] = {}   # (address, user) -> last success
+        self._known_lock = threading.Lock()
         schemes = ([f'Basic realm="{REALM}", charset="UTF-8"'] if basic else []) + \
             ([f'Bearer realm="{REALM}"'] if jwt is not None else [])
         self._challenges = [("WWW-Authenticate", s) for s in schemes]
@@ -233,7 +263,9 @@ class Gate:
             return reply(start_response, "401 Unauthorized", "authentication required",
                            headers=self._challenges)
         environ[PRINCIPAL_KEY] = principal
-        environ[USER_KEY] = principal.user
+        # lock tokens are bound to this: a JWT "alice" is not the registry's "alice"
+        environ[USER_KEY] = principal.user if principal.via in ("basic", "token") else \
+            f"{principal.via}:{principal.user}"
         if path == "/metrics" and self.metrics_app is not None:
             if principal.role != "admin":
                 return reply(start_response, "403 Forbidden", "metrics are for admins")
@@ -297,15 +329,35 @@ class Gate:
         return None, 0.0
 
     def _checked(self, environ, user: str | None, check) -> tuple[Principal | None, float]:
-        keys = [("addr", environ.get("REMOTE_ADDR", ""))] + ([("user", user)] if user else [])
-        wait = max(self.backoff[kind].wait(key) for kind, key in keys)
-        if wait:
-            return None, wait
-        principal = check() or None
+        """Check credentials within the backoff budgets: the address's always, the user
+        name's unless this address logged in as that user before (so guessing a user's
+        password from elsewhere does not lock the user out where it works)."""
+        addr = environ.get("REMOTE_ADDR", "")
+        keys = [("addr", addr)]
+        if user and not self._is_known(addr, user):
+            keys.append(("user", user))
+        begun = []
         for kind, key in keys:
-            backoff = self.backoff[kind]
-            (backoff.succeeded if principal else backoff.failed)(key)
+            wait = self.backoff[kind].begin(key)
+            if wait:
+                for k in begun:
+                    self.backoff[k[0]].undo(k[1])
+                return None, wait
+            begun.append((kind, key))
+        principal = check() or None
         if principal is None:
-            log.info("failed login from %s%s", environ.get("REMOTE_ADDR", "?"),
-                     f" as {user!r}" if user else "")
+            log.info("failed login from %s%s", addr or "?", f" as {user!r}" if user else "")
+            return None, 0.0
+        for kind, key in begun:
+            self.backoff[kind].undo(key)
+        if user:
+            with self._known_lock:
+                if len(self._known) > 100_000:
+                    self._known.clear()
+                self._known[(addr, user)] = time.monotonic()
         return principal, 0.0
+
+    def _is_known(self, addr: str, user: str) -> bool:
+        with self._known_lock:
+            seen = self._known.get((addr, user))
+        return seen is not None and time.monotonic() - seen < KNOWN_FOR

@@ -49,8 +49,8 @@ from ..core.tree import Tree
 from . import ROLES, Principal
 from .tenants import check_tenant_name
 
-_USER = re.compile(r"^[A-Za-z0-9_@][A-Za-z0-9._@-]{0,63}$")
-_TOKEN = re.compile(r"^rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_USER = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9._@-]{0,63}")
+_TOKEN = re.compile(r"rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 TOKEN_PREFIX = "rzt_"
 MAX_PASSWORD = 1024          # characters; longer ones are refused, not truncated
 MAX_LABEL = 100
@@ -91,7 +91,7 @@ class _Hit:
 
 
 def check_user_name(name: str) -> str:
-    if not isinstance(name, str) or not _USER.match(name):
+    if not isinstance(name, str) or not _USER.fullmatch(name):
         raise errors.InvalidArgument(
             f"invalid user name {name!r}: use 1 to 64 letters, digits, '.', '_', '@' or '-', "
             "not starting with '.' or '-'")
@@ -358,10 +358,10 @@ class Registry:
     def _stored_secret(self, name: str, password: str,
                        raw: bytes) -> tuple[str | None, str, bytes | str]:
         """(token id or None, the hash to verify against, the secret to verify)."""
-        if not _USER.match(name) or not password or len(password) > MAX_PASSWORD:
+        if not _USER.fullmatch(name) or not password or len(password) > MAX_PASSWORD:
             return None, self._dummy, raw[:MAX_PASSWORD]
         c = self.tree._conn()
-        m = _TOKEN.match(password)
+        m = _TOKEN.fullmatch(password)
         if m:
             row = c.execute("SELECT hash FROM tokens WHERE id = ? AND username = ?",
                             (m.group(1), name)).fetchone()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from ..core import errors
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 def check_tenant_name(name: str) -> str:
     """Tenant names are path and prefix components: lower-case letters, digits, _ and -."""
-    if not _NAME.match(name or ""):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise errors.InvalidArgument(
             f"invalid tenant name {name!r}: use 1 to 63 lower-case letters, digits, _ or -, "
             "starting with a letter or digit")

@@ -153,3 +153,78 @@ def test_the_gateways_own_pages_have_a_strict_policy(server):
         policy = r.headers["Content-Security-Policy"]
         assert "default-src 'none'" in policy and "sandbox" in policy, r.status_code
         assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# -- 6: header values compared as the RFCs say --
+
+def test_depth_infinity_in_any_case_is_bounded(tmp_path):
+    from razordav.core.volume import Volume
+    vol = Volume.open(tmp_path / "data", journal_interval=0)
+    vol.mkdir("/big")
+    parent = vol.stat("/big").ino
+    with vol.tree.write():
+        for i in range(10_050):
+            vol.tree.create(parent, f"f{i}")
+    vol.close()
+    with RazorServer(tmp_path / "data") as s:
+        for depth in ("Infinity", "INFINITY"):
+            r = requests.request("PROPFIND", s.url + "/", headers={"Depth": depth})
+            assert r.status_code == 403 and "propfind-finite-depth" in r.text, depth
+        requests.put(s.url + "/r.txt", data=b"0123456789")
+        r = requests.get(s.url + "/r.txt", headers={"Range": "BYTES=2-4"})
+        assert r.status_code == 206 and r.content == b"234"
+
+
+# -- 7: login backoff --
+
+def _get_from(address, port, auth):
+    import base64
+    import http.client
+    conn = http.client.HTTPConnection(HOST, port, timeout=30, source_address=(address, 0))
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    conn.request("GET", "/", headers={"Authorization": f"Basic {token}"})
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_parallel_guesses_are_counted_before_they_are_checked(server):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda i: _get_from("127.0.0.20", server.port,
+                                                  ("dave", f"guess{i}")), range(24)))
+    assert codes.count(401) <= 6 and codes.count(429) >= 18, codes
+
+
+def test_a_success_does_not_reset_the_address_budget(server):
+    addr = "127.0.0.21"
+    for i in range(19):       # different names: only the address budget counts them
+        assert _get_from(addr, server.port, (f"spray{i}", "guess")) == 401
+    assert _get_from(addr, server.port, ("alice", PASSWORDS["alice"])) == 200
+    codes = [_get_from(addr, server.port, (f"spray-b{i}", "guess")) for i in range(3)]
+    assert 429 in codes, codes
+
+
+def test_guessing_a_password_elsewhere_does_not_lock_the_user_out(server):
+    assert _get_from("127.0.0.22", server.port, ("bob", PASSWORDS["bob"])) == 200
+    for i in range(10):
+        _get_from("127.0.0.23", server.port, ("bob", f"guess{i}"))
+    assert _get_from("127.0.0.23", server.port, ("bob", PASSWORDS["bob"])) == 429
+    assert _get_from("127.0.0.22", server.port, ("bob", PASSWORDS["bob"])) == 200
+
+
+# -- 8: names --
+
+@pytest.mark.parametrize("name", ["c\n", "acme\n", "c\r", " c", "C", "c/d", "", "a" * 64])
+def test_names_are_matched_whole(server, name):
+    root = as_("root")
+    r = root.post(server.url + "/api/v1/tenants", json={"name": name})
+    assert r.status_code == 400, (name, r.status_code)
+    if name not in ("C", ""):   # "xC" and "x" are fine user names
+        r = root.post(server.url + "/api/v1/users", json={
+            "name": "x" + name, "tenant": "acme", "role": "writer", "password": "pw"})
+        assert r.status_code == 400, (name, r.status_code)
+    r = cli("tenant", "add", name, data_dir=server.data_dir)
+    assert r.returncode != 0
+    names = [t["name"] for t in root.get(server.url + "/api/v1/tenants").json()["tenants"]]
+    assert all(n.strip() == n and "\n" not in n for n in names)
