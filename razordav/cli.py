@@ -213,7 +213,7 @@ def _build_app(opts: config.Options, vol):
     otherwise the gate over tenants, the REST API and metrics."""
     from .dav.app import close_app, make_app
     if opts.auth == "none":
-        return make_app(vol), None
+        return make_app(vol, lock_timeout_max=opts.lock_timeout_max), None
     from .service.api import make_api
     from .service.gate import Gate, Service
     from .service.metrics import Metrics
@@ -224,7 +224,8 @@ def _build_app(opts: config.Options, vol):
                                                cache_size=cache_size, dirty_limit=None))
 
     service = Service(vol, Registry(vol.tree), open_volume=open_tenant,
-                      make_dav_app=lambda v, key: make_app(v, trusted_user_key=key),
+                      make_dav_app=lambda v, key: make_app(
+                          v, trusted_user_key=key, lock_timeout_max=opts.lock_timeout_max),
                       close_app=close_app)
     jwt = None
     if "jwt" in opts.auth:

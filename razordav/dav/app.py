@@ -16,7 +16,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .conns import GuardedConnection, GuardedConnections
 from .edge import Edge
-from .locks import SqliteLockStorage
+from .locks import AtomicLock, SqliteLockStorage
 from .provider import RazorProvider
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ MAX_HEADER_BYTES = 64 * 1024
 
 
 def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
-             trusted_user_key: str | None = None) -> WsgiDAVApp:
+             trusted_user_key: str | None = None, lock_timeout_max: int = 3600) -> Edge:
     """The WebDAV app over ``volume``. With ``trusted_user_key`` (the service gate), the
     caller is already authenticated and its user name is in that environ key: WsgiDAV takes
     it as the principal, which lock tokens are bound to. Without it, anonymous access."""
@@ -34,9 +34,11 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
         auth = {"domain_controller": TrustedDC, "trusted_auth_header": trusted_user_key}
     else:
         auth = {"domain_controller": None}   # anonymous: simple_dc's "*"
+    locks = SqliteLockStorage(lock_db or str(volume.data_dir / "locks.sqlite"),
+                              max_timeout=lock_timeout_max)
     config = {
         "provider_mapping": {"/": RazorProvider(volume)},
-        "lock_storage": SqliteLockStorage(lock_db or str(volume.data_dir / "locks.sqlite")),
+        "lock_storage": locks,
         "property_manager": None,  # dead properties live in the tree, per inode
         "http_authenticator": {**auth, "accept_basic": True, "accept_digest": False,
                                "default_to_digest": False},
@@ -49,7 +51,7 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
         "block_size": 1 << 20,
         "add_header_MS_Author_Via": True,
     }
-    return Edge(WsgiDAVApp(config), volume)
+    return Edge(AtomicLock(WsgiDAVApp(config), locks), volume)
 
 
 def _patch_wsgidav_destination() -> None:

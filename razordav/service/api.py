@@ -11,11 +11,15 @@ File routes:
     GET    /api/v1/files/{path}     a directory's entries (pages: ?limit=, ?cursor=) or a
                                     file's stat
     DELETE /api/v1/files/{path}     a file, an empty directory, or with ?recursive=true a tree
+
     GET    /api/v1/content/{path}   the bytes, streamed, with one Range if asked
     PUT    /api/v1/content/{path}   new bytes, streamed in constant memory; published whole
                                     or not at all (201 created, 204 replaced)
     POST   /api/v1/dirs/{path}      mkdir
     POST   /api/v1/move, /copy      {"from", "to", "overwrite"}
+
+Every route that changes a path answers 423 when a WebDAV lock covers it (a tree: when a
+lock covers anything in it), as WebDAV does for a client without the lock's token.
 
 Limits: a directory copy is a walk of single copies, not one transaction (as WebDAV COPY);
 a download serves one byte range, not multipart ranges.
@@ -31,6 +35,7 @@ import stat as st
 from email.utils import formatdate
 
 import falcon
+from wsgidav.dav_error import DAVError
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core import errors
@@ -117,6 +122,22 @@ class _Volumes:
     def vol(self, req):
         return tenant_volume(self.service, principal_of(req))
 
+    def unlocked(self, req, path: str, depth: str = "0") -> None:
+        """423 when a WebDAV lock covers ``path`` (for depth infinity: or anything below
+        it). The REST API sends no lock tokens, so every lock counts, its owner's too, as
+        for a WebDAV client that sends no If header."""
+        principal = principal_of(req)
+        try:
+            locks = self.service.lock_manager(principal.tenant)
+        except errors.NotFound:
+            return
+        try:
+            locks.check_write_permission(url=path, depth=depth, token_list=[],
+                                         principal=principal.user)
+        except DAVError:
+            raise falcon.HTTPError(423, description=f"{path} is locked over WebDAV",
+                                   code="Locked") from None
+
 
 class Files(_Volumes):
     @spec.validate(query=ListQuery, resp=Answers(HTTP_200=FileInfo, **problems(400, 403, 404)),
@@ -134,12 +155,14 @@ class Files(_Volumes):
             info["next_cursor"] = vol.tree.entry_key(rows[-1][0]) if more else None
         resp.media = info
 
-    @spec.validate(query=DeleteQuery, resp=Answers("HTTP_204", **problems(400, 403, 404, 409)),
+    @spec.validate(query=DeleteQuery,
+                   resp=Answers("HTTP_204", **problems(400, 403, 404, 409, 423)),
                    tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_delete(self, req, resp, path=""):
         """Delete a file or an empty directory; a tree only with ?recursive=true."""
         p, vol = vol_path(req, path), self.vol(req)
         attr = vol.stat(p)
+        self.unlocked(req, p, "infinity" if attr.is_dir else "0")
         if not attr.is_dir:
             vol.unlink(p)
         elif req.context.query.recursive:
@@ -219,13 +242,14 @@ class Content(_Volumes):
         resp.stream = _Slice(reader, first, last - first + 1)
 
     @spec.validate(resp=Answers("HTTP_204", HTTP_201=FileInfo,
-                                 **problems(400, 403, 404, 405, 409, 507)), tags=["files"],
+                                 **problems(400, 403, 404, 405, 409, 423, 507)), tags=["files"],
                    path_parameter_descriptions=PATH_DOC)
     def on_put(self, req, resp, path=""):
         """Replace the file's bytes with the body, streamed; the old content stays until the
         whole body has arrived (Content-Length checked), and on any error (507: over the
         tenant's quota)."""
         p, vol = vol_path(req, path), self.vol(req)
+        self.unlocked(req, p)
         if bad_length(req.env):
             raise falcon.HTTPBadRequest(description=bad_length(req.env).decode())
         chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
@@ -264,11 +288,13 @@ def _pump(src, writer, expected: int | None) -> None:
 
 
 class Dirs(_Volumes):
-    @spec.validate(resp=Answers(HTTP_201=FileInfo, **problems(400, 403, 404, 405, 409)),
+    @spec.validate(resp=Answers(HTTP_201=FileInfo,
+                                **problems(400, 403, 404, 405, 409, 423)),
                    tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_post(self, req, resp, path=""):
         """Make a directory (its parent must exist)."""
         p, vol = vol_path(req, path), self.vol(req)
+        self.unlocked(req, p)
         attr = vol.mkdir(p)
         resp.status = 201
         resp.location = f"{API}/files{p}"
@@ -277,12 +303,14 @@ class Dirs(_Volumes):
 
 class Move(_Volumes):
     @spec.validate(json=Transfer, resp=Answers(HTTP_200=FileInfo, HTTP_201=FileInfo,
-                                                **problems(400, 403, 404, 405, 409)),
+                                                **problems(400, 403, 404, 405, 409, 423)),
                    tags=["files"])
     def on_post(self, req, resp):
         """Rename a file or directory; an existing target only with overwrite (200)."""
         vol = self.vol(req)
         src, dst, replace, existed = _transfer(req, vol)
+        self.unlocked(req, src, "infinity")
+        self.unlocked(req, dst, "infinity")
         vol.rename(src, dst, replace=replace)
         resp.status = 200 if existed else 201
         resp.media = _info(dst, vol.stat(dst))
@@ -290,13 +318,14 @@ class Move(_Volumes):
 
 class Copy(_Volumes):
     @spec.validate(json=Transfer, resp=Answers(HTTP_200=FileInfo, HTTP_201=FileInfo,
-                                                **problems(400, 403, 404, 405, 409)),
+                                                **problems(400, 403, 404, 405, 409, 423)),
                    tags=["files"])
     def on_post(self, req, resp):
         """Copy a file (sharing its blocks) or a directory tree; an existing target only
         with overwrite (200)."""
         vol = self.vol(req)
         src, dst, replace, existed = _transfer(req, vol)
+        self.unlocked(req, dst, "infinity")
         _copy_tree(vol, src, dst, replace)
         resp.status = 200 if existed else 201
         resp.media = _info(dst, vol.stat(dst))

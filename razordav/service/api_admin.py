@@ -10,6 +10,8 @@ is written to the audit log (never with a password or token in it).
     GET, POST          /api/v1/users/{name}/tokens     list, create (the token is in the
                                                        answer once, never again)
     DELETE             /api/v1/tokens/{id}             revoke
+    GET                /api/v1/locks?tenant=           a tenant's WebDAV locks
+    DELETE             /api/v1/locks/{token}?tenant=   break one (its owner loses it)
 
 Deleting a tenant removes its users and tokens, not its data: that is the admin CLI's
 (``razordav tenant del``). With ``--auth none`` there is no registry: these routes are 501.
@@ -25,6 +27,7 @@ from typing import Literal
 import falcon
 from pydantic import BaseModel, Field
 
+from ..core import errors
 from .api_common import API, Answers, principal_of, problems, spec
 from .metrics import audit
 
@@ -98,6 +101,24 @@ class NewToken(BaseModel):
 
 class TokenList(BaseModel):
     tokens: list[TokenOut]
+
+
+class LockOut(BaseModel):
+    token: str
+    path: str
+    owner: str = Field(description="the <owner> the client sent, as XML text")
+    principal: str = Field(description="the user that holds it")
+    depth: str
+    scope: str
+    expires: float = Field(description="seconds since the epoch")
+
+
+class LockList(BaseModel):
+    locks: list[LockOut]
+
+
+class LockQuery(BaseModel):
+    tenant: str = Field(description="whose locks")
 
 
 class _Admin:
@@ -236,7 +257,46 @@ class TokenItem(_Admin):
         resp.status = 204
 
 
+def _storage(service, tenant: str):
+    try:
+        return service.lock_manager(tenant).storage
+    except errors.NotFound:
+        raise falcon.HTTPNotFound(description=f"no tenant {tenant!r}") from None
+
+
+def _lock_out(lock: dict) -> dict:
+    owner = lock.get("owner") or b""
+    return {"token": lock["token"], "path": lock["root"],
+            "owner": owner.decode("utf-8", "replace") if isinstance(owner, bytes) else owner,
+            "principal": lock.get("principal") or "", "depth": lock.get("depth", "0"),
+            "scope": lock.get("scope", ""), "expires": lock.get("expire", -1)}
+
+
+class Locks(_Admin):
+    @spec.validate(query=LockQuery, resp=Answers(HTTP_200=LockList, **ADMIN_ERRORS),
+                   tags=["admin"])
+    def on_get(self, req, resp):
+        """The tenant's live WebDAV locks."""
+        locks = _storage(self.service, req.context.query.tenant).all_locks()
+        resp.media = {"locks": [_lock_out(lock) for lock in locks]}
+
+
+class LockItem(_Admin):
+    @spec.validate(query=LockQuery, resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
+    def on_delete(self, req, resp, token):
+        """Break a lock: it is gone at once, whoever holds it."""
+        tenant = req.context.query.tenant
+        storage = _storage(self.service, tenant)
+        if storage.get(token) is None:
+            raise falcon.HTTPNotFound(description=f"no lock {token!r} in tenant {tenant!r}")
+        storage.delete(token)
+        audit(principal_of(req), "lock.break", token, tenant=tenant)
+        resp.status = 204
+
+
 def add_routes(app, service) -> None:
+    app.add_route(f"{API}/locks", Locks(service))
+    app.add_route(f"{API}/locks/{{token}}", LockItem(service))
     app.add_route(f"{API}/tenants", Tenants(service))
     app.add_route(f"{API}/tenants/{{name}}", TenantItem(service))
     app.add_route(f"{API}/users", Users(service))

@@ -80,6 +80,10 @@ class Service:
     def dav_app(self, tenant: str):
         return self._tenant(tenant)[1]
 
+    def lock_manager(self, tenant: str):
+        """The WsgiDAV lock manager of a tenant's WebDAV app (or of the one namespace)."""
+        return self.dav_app(tenant).wsgidav_app.lock_manager
+
     def volumes(self) -> dict:
         with self._lock:
             if self.registry is None:

@@ -54,6 +54,14 @@ class StandInService:
     def volumes(self):
         return dict(self.tenants)
 
+    def lock_manager(self, tenant):
+        """A lock manager over an empty lock table: nothing here is locked."""
+        from wsgidav.lock_man.lock_manager import LockManager
+        from wsgidav.lock_man.lock_storage import LockStorageDict
+        if not hasattr(self, "_locks"):
+            self._locks = LockManager(LockStorageDict())
+        return self._locks
+
     def principal(self, environ):
         return environ.get(PRINCIPAL_KEY)
 

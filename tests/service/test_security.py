@@ -228,3 +228,75 @@ def test_names_are_matched_whole(server, name):
     assert r.returncode != 0
     names = [t["name"] for t in root.get(server.url + "/api/v1/tenants").json()["tenants"]]
     assert all(n.strip() == n and "\n" not in n for n in names)
+
+
+# -- 4 and 10: locks on every face; admins list and break them --
+
+def _lock(session, url, depth="infinity", timeout="Infinite", body=LOCKINFO):
+    return session.request("LOCK", url, data=body,
+                           headers={"Depth": depth, "Timeout": timeout})
+
+
+def _locks(tenant="acme"):
+    r = as_("root").get(f"{_locks.url}/api/v1/locks", params={"tenant": tenant})
+    assert r.status_code == 200, r.text
+    return r.json()["locks"]
+
+
+def test_the_rest_api_honours_webdav_locks(server):
+    _locks.url = server.url
+    alice, root = as_("alice"), as_("root")
+    alice.request("MKCOL", server.url + "/tree")
+    alice.request("MKCOL", server.url + "/tree/sub")
+    alice.put(server.url + "/tree/sub/f.txt", data=b"v1")
+    alice.put(server.url + "/free.txt", data=b"free")
+    r = _lock(alice, server.url + "/tree/sub/f.txt", depth="0")
+    assert r.status_code == 200
+    token = r.headers["Lock-Token"].strip("<>")
+    api = server.url + "/api/v1"
+    assert root.put(api + "/content/tree/sub/f.txt", data=b"v2").status_code == 423
+    assert root.delete(api + "/files/tree", params={"recursive": "true"}).status_code == 423
+    assert root.delete(api + "/files/tree/sub/f.txt").status_code == 423
+    assert root.post(api + "/move", json={"from": "free.txt", "to": "tree/sub/f.txt",
+                                          "overwrite": True}).status_code == 423
+    assert root.post(api + "/move", json={"from": "tree", "to": "t2"}).status_code == 423
+    assert root.post(api + "/copy", json={"from": "free.txt", "to": "tree/sub/f.txt",
+                                          "overwrite": True}).status_code == 423
+    assert alice.get(server.url + "/tree/sub/f.txt").content == b"v1"
+    r = alice.request("UNLOCK", server.url + "/tree/sub/f.txt",
+                      headers={"Lock-Token": f"<{token}>"})
+    assert r.status_code == 204
+    assert root.delete(api + "/files/tree", params={"recursive": "true"}).status_code == 204
+    assert not [lock for lock in _locks() if lock["path"].startswith("/tree")]
+
+
+def test_admins_list_and_break_locks_and_timeouts_are_capped(server):
+    _locks.url = server.url
+    alice, root = as_("alice"), as_("root")
+    r = _lock(alice, server.url + "/", timeout="Infinite, Second-4100000000")
+    assert r.status_code == 200, r.text
+    import re
+    seconds = int(re.search(r"Second-(\d+)", r.text).group(1))
+    assert 3500 < seconds <= 3600                        # lock_timeout_max, not forever
+    assert root.put(server.url + "/x.txt", data=b"x").status_code == 423
+    (lock,) = [lock for lock in _locks() if lock["path"] == "/"]
+    assert lock["principal"] == "alice" and lock["depth"] == "infinity"
+    assert lock["expires"] <= time.time() + 3601
+    assert root.get(server.url + "/api/v1/locks", params={"tenant": "acme"},
+                    auth=("alice", PASSWORDS["alice"])).status_code == 403
+    r = root.delete(f"{server.url}/api/v1/locks/{lock['token']}", params={"tenant": "acme"})
+    assert r.status_code == 204
+    assert root.put(server.url + "/x.txt", data=b"x").status_code in (201, 204)
+    assert not _locks()
+
+
+def test_a_lock_that_fails_stores_nothing(server):
+    _locks.url = server.url
+    body = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+            b'<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+            b'<D:locktype><D:write/></D:locktype><D:owner>&undefined;</D:owner></D:lockinfo>')
+    r = _lock(as_("alice"), server.url + "/", body=body)
+    assert r.status_code >= 400
+    assert "Traceback" not in r.text and "undefined" not in r.text
+    assert not _locks()
+    assert as_("root").put(server.url + "/y.txt", data=b"y").status_code in (201, 204)
