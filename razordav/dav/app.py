@@ -80,6 +80,27 @@ def _patch_wsgidav_destination() -> None:
 _patch_wsgidav_destination()
 
 
+def _patch_wsgidav_error_pages() -> None:
+    """WsgiDAV's error page for an unexpected exception showed the exception's text
+    (a parser's message, a path, SQL) to the client. A 5xx page says only its status;
+    the exception goes to the log."""
+    from wsgidav import dav_error
+
+    shown = dav_error.DAVError.get_user_info
+
+    def get_user_info(self):
+        if self.value >= 500 and self.src_exception is not None:
+            log.error("%s: %s: %s", self.value, type(self.src_exception).__name__,
+                      self.src_exception)
+            return dav_error.ERROR_DESCRIPTIONS.get(self.value, str(self.value))
+        return shown(self)
+
+    dav_error.DAVError.get_user_info = get_user_info
+
+
+_patch_wsgidav_error_pages()
+
+
 def close_app(app) -> None:
     """Commit and close what the app keeps on disk (the lock table)."""
     lock_manager = app.wsgidav_app.lock_manager

@@ -42,8 +42,8 @@ class TenantOut(BaseModel):
 
 
 class TenantLimits(BaseModel):
-    quota_bytes: int | None = Field(None, ge=0, description="null: no limit")
-    max_files: int | None = Field(None, ge=0, description="null: no limit")
+    quota_bytes: int | None = Field(None, ge=0, le=2**63 - 1, description="null: no limit")
+    max_files: int | None = Field(None, ge=0, le=2**63 - 1, description="null: no limit")
 
 
 class TenantIn(TenantLimits):

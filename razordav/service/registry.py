@@ -54,6 +54,7 @@ _TOKEN = re.compile(r"rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 TOKEN_PREFIX = "rzt_"
 MAX_PASSWORD = 1024          # characters; longer ones are refused, not truncated
 MAX_LABEL = 100
+MAX_LIMIT = 2**63 - 1       # what SQLite's INTEGER holds
 MAX_CACHE = 10_000           # cached verifications; the oldest go first
 
 
@@ -119,8 +120,9 @@ def check_password(password: str) -> str:
 def _check_limit(what: str, value: int | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise errors.InvalidArgument(f"{what} must be a whole number >= 0, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
+        raise errors.InvalidArgument(
+            f"{what} must be a whole number from 0 to {MAX_LIMIT}, not {value!r}")
     return value
 
 

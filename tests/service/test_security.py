@@ -300,3 +300,46 @@ def test_a_lock_that_fails_stores_nothing(server):
     assert "Traceback" not in r.text and "undefined" not in r.text
     assert not _locks()
     assert as_("root").put(server.url + "/y.txt", data=b"y").status_code in (201, 204)
+
+
+# -- 12: the smaller ones --
+
+def test_errors_are_400s_with_no_exception_text(server):
+    alice, root = as_("alice"), as_("root")
+    r = alice.put(server.url + "/m.txt", data=b"m", headers={"X-OC-Mtime": "9" * 30})
+    assert r.status_code == 400
+    r = root.post(server.url + "/api/v1/tenants", json={"name": "huge", "quota_bytes": 10**30})
+    assert r.status_code == 400
+    r = root.patch(server.url + "/api/v1/tenants/acme", json={"quota_bytes": 10**30})
+    assert r.status_code == 400
+    assert "Overflow" not in r.text and "Traceback" not in r.text
+
+
+def test_the_data_dir_is_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        setup_registry(tmp_path / "data")
+        with RazorServer(tmp_path / "data", extra=["--auth", "basic"]) as srv:
+            assert as_("alice").put(srv.url + "/f.txt", data=b"f").status_code == 201
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "data").st_mode) == 0o700
+    for dirpath, dirs, files in os.walk(tmp_path / "data"):
+        for name in dirs + files:
+            mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)
+            assert not mode & 0o077, (dirpath, name, oct(mode))
+
+
+def test_readyz_takes_no_write_lock_and_names_nothing(server):
+    import sqlite3
+    assert as_("alice").get(server.url + "/").status_code == 200     # acme's volume is open
+    db = sqlite3.connect(os.path.join(server.data_dir, "tenants", "acme", "meta.db"),
+                         timeout=1)
+    db.execute("BEGIN IMMEDIATE")           # a writer holds acme's write lock
+    try:
+        r = requests.get(server.url + "/readyz", timeout=5)
+        assert r.status_code == 200, r.text
+        assert "acme" not in r.text
+    finally:
+        db.rollback()
+        db.close()
