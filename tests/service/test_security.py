@@ -343,3 +343,31 @@ def test_readyz_takes_no_write_lock_and_names_nothing(server):
     finally:
         db.rollback()
         db.close()
+
+
+# -- 5: dead properties count against the quota --
+
+def test_dead_properties_count_against_the_quota(tmp_path):
+    setup_registry(tmp_path / "data")
+    ok(cli("tenant", "add", "tiny", "--quota", "1000", data_dir=tmp_path / "data"))
+    ok(cli("user", "add", "tim", "--tenant", "tiny", "--role", "writer", "--password-stdin",
+           data_dir=tmp_path / "data", stdin="tim-pw\n"))
+    with RazorServer(tmp_path / "data", extra=["--auth", "basic"]) as srv:
+        tim = requests.Session()
+        tim.auth = ("tim", "tim-pw")
+        assert tim.put(srv.url + "/f.txt", data=b"f" * 100).status_code == 201
+        statuses = []
+        for i in range(5):
+            body = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
+                    b'<x:p%d xmlns:x="urn:x">' % i + b"v" * 100_000 +
+                    b'</x:p%d></D:prop></D:set></D:propertyupdate>' % i)
+            r = tim.request("PROPPATCH", srv.url + "/f.txt", data=body)
+            statuses.append(r.status_code)
+            assert r.status_code == 207 and "507" in r.text, (i, r.status_code, r.text[:300])
+        db = os.path.join(srv.data_dir, "tenants", "tiny", "meta.db")
+        assert os.path.getsize(db) < 2_000_000
+        # a small one fits, and counts
+        body = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
+                b'<x:s xmlns:x="urn:x">small</x:s></D:prop></D:set></D:propertyupdate>')
+        r = tim.request("PROPPATCH", srv.url + "/f.txt", data=body)
+        assert r.status_code == 207 and "200 OK" in r.text
