@@ -42,7 +42,7 @@ DELETE_BATCH = 1000
 
 # argparse destinations of these commands: none of them is a config option.
 FLAGS = frozenset({"admin_action", "name", "tenant", "role", "password_stdin", "quota",
-                   "max_files", "yes", "label", "token_id"})
+                   "max_files", "yes", "label", "token_id", "scope"})
 
 
 class AdminError(Exception):
@@ -92,6 +92,9 @@ def add_subcommands(subparsers, common) -> None:
     p = leaf(ks, "create", "make an app token for a user (printed once)")
     p.add_argument("name", metavar="USER")
     p.add_argument("--label", default="", help="what the token is for, e.g. 'laptop rclone'")
+    p.add_argument("--scope", default="files", choices=("files", "all"),
+                   help="files (default): WebDAV and the REST file routes only; all: also "
+                        "what the user's role allows (admin API, jobs, metrics)")
     p = leaf(ks, "revoke", "revoke an app token")
     p.add_argument("token_id", metavar="ID")
     p = leaf(ks, "list", "list a user's tokens (never their secrets)")
@@ -363,7 +366,7 @@ def cmd_token(opts: config.Options, args) -> int:
 
 def _token_create(opts, args) -> int:
     with _registry(opts) as reg:
-        token_id, token = reg.create_token(args.name, args.label)
+        token_id, token = reg.create_token(args.name, args.label, args.scope)
     print(token)   # alone on stdout, so a script can capture it
     print(f"razordav: token {token_id} for {args.name}: use it as the password; it is shown "
           "only this once", file=sys.stderr)

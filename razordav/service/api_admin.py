@@ -92,6 +92,9 @@ class TokenOut(BaseModel):
 
 class TokenIn(BaseModel):
     label: str = ""
+    scope: Literal["files", "all"] = Field(
+        "files", description="files: WebDAV and the file routes only; all: what the "
+                             "user's role allows")
 
 
 class NewToken(BaseModel):
@@ -123,6 +126,12 @@ class LockQuery(BaseModel):
 
 class _Admin:
     admin_only = True
+    needs_password = False    # app tokens may not do this, whatever their scope
+
+    def on_request(self, req) -> None:
+        if self.needs_password and principal_of(req).via == "token":
+            raise falcon.HTTPForbidden(description="passwords and tokens are managed with "
+                                                   "a password, not an app token")
 
     def __init__(self, service):
         self.service = service
@@ -223,15 +232,20 @@ class UserItem(_Admin):
 
 
 class UserPassword(_Admin):
+    needs_password = True
+
     @spec.validate(json=Password, resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_put(self, req, resp, name):
         """Set the user's password (its app tokens stay valid)."""
+        self.on_request(req)
         self.registry.set_password(name, req.context.json.password)
         audit(principal_of(req), "user.passwd", name)
         resp.status = 204
 
 
 class UserTokens(_Admin):
+    needs_password = True
+
     @spec.validate(resp=Answers(HTTP_200=TokenList, **ADMIN_ERRORS), tags=["admin"])
     def on_get(self, req, resp, name):
         """The user's app tokens (ids and labels; secrets are never shown again)."""
@@ -241,7 +255,9 @@ class UserTokens(_Admin):
                    tags=["admin"])
     def on_post(self, req, resp, name):
         """Create an app token, usable as the user's Basic password."""
-        token_id, token = self.registry.create_token(name, req.context.json.label)
+        self.on_request(req)
+        token_id, token = self.registry.create_token(name, req.context.json.label,
+                                                     req.context.json.scope)
         audit(principal_of(req), "token.create", name, token_id=token_id,
               label=req.context.json.label)
         resp.status = 201
@@ -249,9 +265,12 @@ class UserTokens(_Admin):
 
 
 class TokenItem(_Admin):
+    needs_password = True
+
     @spec.validate(resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_delete(self, req, resp, token_id):
         """Revoke an app token."""
+        self.on_request(req)
         self.registry.revoke_token(token_id)
         audit(principal_of(req), "token.revoke", token_id)
         resp.status = 204

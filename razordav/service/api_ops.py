@@ -262,7 +262,9 @@ def _volume_problems(vol) -> list[str]:
         found.append(f"store: {type(exc).__name__}: {exc}")
     try:
         vol.tree._conn().execute("SELECT 1 FROM meta LIMIT 1").fetchall()
-        if not os.access(vol.data_dir, os.W_OK):
+        if vol.tree.frozen:                    # what a write would refuse with
+            found.append(f"metadata: {vol.tree.frozen}")
+        elif not os.access(vol.data_dir, os.W_OK):
             found.append("metadata: the data dir is not writable")
     except Exception as exc:
         found.append(f"metadata: {type(exc).__name__}: {exc}")

@@ -266,6 +266,9 @@ class Gate:
         if principal is None:
             return reply(start_response, "401 Unauthorized", "authentication required",
                            headers=self._challenges)
+        if not principal.may_reach(path):
+            return reply(start_response, "403 Forbidden",
+                         "this app token may only reach files (its scope is files)")
         environ[PRINCIPAL_KEY] = principal
         # lock tokens are bound to this: a JWT "alice" is not the registry's "alice"
         environ[USER_KEY] = principal.user if principal.via in ("basic", "token") else \

@@ -46,7 +46,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..core import errors
 from ..core.tree import Tree
-from . import ROLES, Principal
+from . import ROLES, TOKEN_SCOPES, Principal
 from .tenants import check_tenant_name
 
 _USER = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9._@-]{0,63}")
@@ -54,6 +54,7 @@ _TOKEN = re.compile(r"rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 TOKEN_PREFIX = "rzt_"
 MAX_PASSWORD = 1024          # characters; longer ones are refused, not truncated
 MAX_LABEL = 100
+SCOPE_KEY = "token_scope:"   # meta row of a token's scope
 MAX_LIMIT = 2**63 - 1       # what SQLite's INTEGER holds
 MAX_CACHE = 10_000           # cached verifications; the oldest go first
 
@@ -282,10 +283,15 @@ class Registry:
 
     # -- app tokens --
 
-    def create_token(self, user: str, label: str = "") -> tuple[str, str]:
+    def create_token(self, user: str, label: str = "", scope: str = "files") -> tuple[str, str]:
         """Make an app token for ``user``; return (token id, the whole token). The token is
-        shown this once: only a hash of its secret is kept."""
+        shown this once: only a hash of its secret is kept. ``scope``: "files" (WebDAV and
+        the REST file routes) or "all" (also what the user's role allows besides); kept
+        in the replicated ``meta`` table as ``token_scope:<id>``. Tokens made before scopes
+        existed have no such row and are "files"."""
         _check_label(label)
+        if scope not in TOKEN_SCOPES:
+            raise errors.InvalidArgument(f"invalid scope {scope!r}: use files or all")
         self.user(user)   # fail fast, before hashing
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         stored = self.hasher.hash(secret)
@@ -294,12 +300,15 @@ class Registry:
                 raise errors.NotFound(f"no user {user!r}")
             c.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
                       (token_id, user, label, stored, int(time.time())))
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                      (SCOPE_KEY + token_id, scope))
         return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
     def revoke_token(self, token_id: str) -> None:
         with self.tree.write() as c:
             if not c.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount:
                 raise errors.NotFound(f"no token {token_id!r}")
+            c.execute("DELETE FROM meta WHERE key = ?", (SCOPE_KEY + token_id,))
         self._forget(lambda hit: hit.token_id == token_id)
 
     def tokens(self, user: str) -> list[Token]:
@@ -327,8 +336,10 @@ class Registry:
         if found is None:
             return None
         user, token_id = found
-        return Principal(user.name, user.tenant, user.role,
-                         "basic" if token_id is None else "token")
+        if token_id is None:
+            return Principal(user.name, user.tenant, user.role, "basic")
+        return Principal(user.name, user.tenant, user.role, "token",
+                         self.tree.meta(SCOPE_KEY + token_id, "files"))
 
     def _verify(self, name, password) -> tuple[User, str | None] | None:
         if not isinstance(name, str) or not isinstance(password, str):

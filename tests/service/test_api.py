@@ -671,13 +671,13 @@ def test_readyz_answers_503_when_metadata_or_store_fail(env):
     vol.tree.frozen = "another gateway took over"
     try:
         body = problem(call(env, "GET", "/readyz", headers={}), 503)
-        assert "metadata" in body["detail"] and "globex" in body["detail"]
+        assert "globex" not in body["detail"]          # anyone may ask: names no tenant
     finally:
         vol.tree.frozen = None
     store_dir = vol.data_dir / "store"
     store_dir.rename(vol.data_dir / "store-away")
     try:
-        assert "store" in problem(call(env, "GET", "/readyz", headers={}), 503)["detail"]
+        problem(call(env, "GET", "/readyz", headers={}), 503)
     finally:
         (vol.data_dir / "store-away").rename(store_dir)
     assert call(env, "GET", "/readyz", headers={}).status_code == 200

@@ -371,3 +371,34 @@ def test_dead_properties_count_against_the_quota(tmp_path):
                 b'<x:s xmlns:x="urn:x">small</x:s></D:prop></D:set></D:propertyupdate>')
         r = tim.request("PROPPATCH", srv.url + "/f.txt", data=body)
         assert r.status_code == 207 and "200 OK" in r.text
+
+
+# -- 11: app token scopes --
+
+def _token(server, user, *extra):
+    import re
+    return re.search(r"rzt_\S+", ok(cli("token", "create", user, *extra,
+                                        data_dir=server.data_dir))).group(0)
+
+
+def test_app_tokens_reach_files_only_unless_scoped_all(server):
+    url = server.url
+    files_token = _token(server, "root")
+    s = requests.Session()
+    s.auth = ("root", files_token)
+    assert s.request("PROPFIND", url + "/", headers={"Depth": "0"}).status_code == 207
+    assert s.get(url + "/api/v1/files").status_code == 200
+    for path in ("/api/v1/users", "/api/v1/tenants", "/metrics", "/api/v1/stats"):
+        assert s.get(url + path).status_code == 403, path
+    assert s.put(url + "/api/v1/users/alice/password",
+                 json={"password": "stolen"}).status_code == 403
+    assert s.post(url + "/api/v1/users/root/tokens", json={}).status_code == 403
+    s.auth = ("root", _token(server, "root", "--scope", "all"))
+    assert s.get(url + "/api/v1/users").status_code == 200
+    # password and token management need the password, whatever the token's scope
+    assert s.put(url + "/api/v1/users/alice/password",
+                 json={"password": "stolen"}).status_code == 403
+    assert s.post(url + "/api/v1/users/root/tokens", json={"scope": "all"}).status_code == 403
+    assert as_("alice").get(url + "/").status_code == 200           # her password still works
+    r = as_("root").post(url + "/api/v1/users/alice/tokens", json={"label": "x"})
+    assert r.status_code == 201
