@@ -296,6 +296,7 @@ def _tenant_options(opts: config.Options, name: str):
     tree = Tree(db)
     try:
         tenant = Registry(tree).tenant(name)
+        component = Registry(tree).tenant_dir(name)
     except errors.NotFound:
         raise UserError(f"no tenant {name!r} (razordav tenant list shows them)") from None
     except errors.FsError as exc:
@@ -303,8 +304,8 @@ def _tenant_options(opts: config.Options, name: str):
     finally:
         tree.close()
     store = opts.store or default_store_url(opts.data_dir)
-    opts = dataclasses.replace(opts, data_dir=str(tenant_data_dir(opts.data_dir, name)),
-                               store=tenant_store_url(store, name))
+    opts = dataclasses.replace(opts, data_dir=str(tenant_data_dir(opts.data_dir, component)),
+                               store=tenant_store_url(store, component))
     return opts, (tenant.quota_bytes, tenant.max_files)
 
 
@@ -404,16 +405,19 @@ def _restore_tenants(opts: config.Options, store, data_dir, progress) -> list[st
     from .store import NotFound, open_store
     tree = Tree(data_dir / "meta.db")
     try:
-        names = [t.name for t in Registry(tree).tenants()]
+        registry = Registry(tree)
+        names = [t.name for t in registry.tenants()]
+        components = {name: registry.tenant_dir(name) for name in names}
     finally:
         tree.close()
     for name in names:
-        tenant_store = open_store(tenant_store_url(store.url, name), endpoint=opts.s3_endpoint)
+        tenant_store = open_store(tenant_store_url(store.url, components[name]),
+                                  endpoint=opts.s3_endpoint)
         try:
             tenant_store.get("volume.json")
         except NotFound:
             continue        # a tenant that never stored anything has nothing to restore
-        target = tenant_data_dir(data_dir, name)
+        target = tenant_data_dir(data_dir, components[name])
         target.mkdir(parents=True, exist_ok=True)
         journal.restore(tenant_store, target / "meta.db", progress)
     return names

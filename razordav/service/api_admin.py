@@ -13,8 +13,8 @@ is written to the audit log (never with a password or token in it).
     GET                /api/v1/locks?tenant=           a tenant's WebDAV locks
     DELETE             /api/v1/locks/{token}?tenant=   break one (its owner loses it)
 
-Deleting a tenant removes its users and tokens, not its data: that is the admin CLI's
-(``razordav tenant del``). With ``--auth none`` there is no registry: these routes are 501.
+Deleting a tenant removes its users and tokens and deletes its data (data dir and store
+prefix), as ``razordav tenant del`` does. With ``--auth none`` there is no registry: these routes are 501.
 
 Threading: none of its own; the registry is safe from many threads.
 """
@@ -184,9 +184,12 @@ class TenantItem(_Admin):
 
     @spec.validate(resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_delete(self, req, resp, name):
-        """Remove the tenant, its users and their tokens (not its data)."""
+        """Remove the tenant, its users and their tokens, and delete its data (data dir
+        and stored objects). A tenant made again with this name starts empty."""
+        component = self.registry.tenant_dir(name)
         users = self.registry.del_tenant(name)
-        audit(principal_of(req), "tenant.del", name, users=users)
+        objects = self.service.delete_tenant_data(name, component)
+        audit(principal_of(req), "tenant.del", name, users=users, objects=objects)
         resp.status = 204
 
 

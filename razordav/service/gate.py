@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import shutil
 import threading
 import time
 
@@ -98,8 +99,9 @@ class Service:
             raise
         with self._lock:
             if name not in self._volumes:
-                vol = self._open_volume(tenant_data_dir(self.main_volume.data_dir, name),
-                                        tenant_store_url(self.main_volume.store.url, name),
+                component = self.registry.tenant_dir(name)
+                vol = self._open_volume(tenant_data_dir(self.main_volume.data_dir, component),
+                                        tenant_store_url(self.main_volume.store.url, component),
                                         self._cache_share())
                 if hasattr(vol, "set_quota"):
                     vol.set_quota(tenant.quota_bytes, tenant.max_files)
@@ -118,6 +120,18 @@ class Service:
             if self._close_app is not None and app is not None:
                 self._close_app(app)
             vol.close()
+
+    def delete_tenant_data(self, name: str, component: str) -> int:
+        """Close a deleted tenant's volume and delete its data: the data dir and every
+        object under its store prefix. Returns how many objects went. (Its name made
+        again gets a new component: it would not open these even if they stayed.)"""
+        self._forget(name)
+        shutil.rmtree(tenant_data_dir(self.main_volume.data_dir, component), ignore_errors=True)
+        store = self.main_volume.store
+        keys = [info.key for info in store.list(f"tenants/{component}/")]
+        for i in range(0, len(keys), 1000):
+            store.delete_many(keys[i:i + 1000])
+        return len(keys)
 
     def _cache_share(self) -> int:
         """Each tenant's cache: an equal share of the configured size (at least 64 MiB)."""

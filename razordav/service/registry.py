@@ -47,13 +47,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ..core import errors
 from ..core.tree import Tree
 from . import ROLES, TOKEN_SCOPES, Principal
-from .tenants import check_tenant_name
+from .tenants import check_tenant_dir, check_tenant_name, new_tenant_dir
 
 _USER = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9._@-]{0,63}")
 _TOKEN = re.compile(r"rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 TOKEN_PREFIX = "rzt_"
 MAX_PASSWORD = 1024          # characters; longer ones are refused, not truncated
 MAX_LABEL = 100
+DIR_KEY = "tenant_dir:"       # meta row of a tenant's directory component
 SCOPE_KEY = "token_scope:"   # meta row of a token's scope
 MAX_LIMIT = 2**63 - 1       # what SQLite's INTEGER holds
 MAX_CACHE = 10_000           # cached verifications; the oldest go first
@@ -174,6 +175,8 @@ class Registry:
                 raise errors.Exists(f"tenant {name!r} exists already")
             c.execute("INSERT INTO tenants VALUES (?, ?, ?, ?)",
                       (tenant.name, tenant.quota_bytes, tenant.max_files, tenant.created))
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                      (DIR_KEY + tenant.name, new_tenant_dir(tenant.name)))
         return tenant
 
     def set_tenant_limits(self, name: str, quota_bytes: int | None = None,
@@ -198,8 +201,15 @@ class Registry:
                       "(SELECT name FROM users WHERE tenant = ?)", (name,))
             c.execute("DELETE FROM users WHERE tenant = ?", (name,))
             c.execute("DELETE FROM tenants WHERE name = ?", (name,))
+            c.execute("DELETE FROM meta WHERE key = ?", (DIR_KEY + name,))
         self._forget(lambda hit: hit.user in users)
         return users
+
+    def tenant_dir(self, name: str) -> str:
+        """The directory and store prefix component of a tenant's volume: ``<name>.<hex>``
+        (a ``tenant_dir:<name>`` row in the replicated meta table, made with the tenant),
+        or the bare name for a tenant made before those rows existed."""
+        return check_tenant_dir(self.tree.meta(DIR_KEY + check_tenant_name(name), name))
 
     def tenants(self) -> list[Tenant]:
         return [Tenant(*r) for r in self.tree._conn().execute(

@@ -27,6 +27,15 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+def _meta_db(data_dir, tenant):
+    """The tenant's tree database (its directory is <name>.<hex>)."""
+    (db,) = [os.path.join(data_dir, "tenants", d, "meta.db")
+             for d in os.listdir(os.path.join(data_dir, "tenants"))
+             if d.startswith(tenant + ".")]
+    assert os.path.exists(db)
+    return db
+
+
 def as_(user):
     s = requests.Session()
     s.auth = (user, PASSWORDS[user])
@@ -333,7 +342,7 @@ def test_the_data_dir_is_private_whatever_the_umask(tmp_path):
 def test_readyz_takes_no_write_lock_and_names_nothing(server):
     import sqlite3
     assert as_("alice").get(server.url + "/").status_code == 200     # acme's volume is open
-    db = sqlite3.connect(os.path.join(server.data_dir, "tenants", "acme", "meta.db"),
+    db = sqlite3.connect(_meta_db(server.data_dir, "acme"),
                          timeout=1)
     db.execute("BEGIN IMMEDIATE")           # a writer holds acme's write lock
     try:
@@ -364,7 +373,7 @@ def test_dead_properties_count_against_the_quota(tmp_path):
             r = tim.request("PROPPATCH", srv.url + "/f.txt", data=body)
             statuses.append(r.status_code)
             assert r.status_code == 207 and "507" in r.text, (i, r.status_code, r.text[:300])
-        db = os.path.join(srv.data_dir, "tenants", "tiny", "meta.db")
+        db = _meta_db(srv.data_dir, "tiny")
         assert os.path.getsize(db) < 2_000_000
         # a small one fits, and counts
         body = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
@@ -402,3 +411,40 @@ def test_app_tokens_reach_files_only_unless_scoped_all(server):
     assert as_("alice").get(url + "/").status_code == 200           # her password still works
     r = as_("root").post(url + "/api/v1/users/alice/tokens", json={"label": "x"})
     assert r.status_code == 201
+
+
+# -- 9: a deleted tenant's data goes with it --
+
+def test_a_tenant_made_again_starts_empty(server):
+    root, api = as_("root"), server.url + "/api/v1"
+    user = {"name": "tess", "tenant": "temp", "role": "writer", "password": "tess-pw"}
+    for round_ in range(2):
+        assert root.post(api + "/tenants", json={"name": "temp"}).status_code == 201
+        assert root.post(api + "/users", json=user).status_code == 201
+        tess = requests.Session()
+        tess.auth = ("tess", "tess-pw")
+        assert tess.get(server.url + "/secret.txt").status_code == 404, round_
+        assert tess.put(server.url + "/secret.txt", data=b"old secret").status_code == 201
+        assert root.delete(api + "/tenants/temp").status_code == 204
+    tenants = os.path.join(server.data_dir, "tenants")
+    assert not [d for d in os.listdir(tenants) if d.startswith("temp")]
+    stored = os.path.join(server.data_dir, "store", "tenants")
+    assert not [d for d in os.listdir(stored) if d.startswith("temp") and
+                any(files for _, _, files in os.walk(os.path.join(stored, d)))]
+
+
+def test_a_tenant_made_before_tenant_dirs_keeps_its_data(tmp_path):
+    """A registry written by main's code has no tenant_dir rows: its tenants live under
+    their bare names, and still do."""
+    import sqlite3
+    data = tmp_path / "data"
+    setup_registry(data)
+    db = sqlite3.connect(data / "meta.db")
+    with db:
+        db.execute("DELETE FROM meta WHERE key LIKE 'tenant_dir:%'")
+    db.close()
+    with RazorServer(data, extra=["--auth", "basic"]) as srv:
+        assert as_("alice").put(srv.url + "/old.txt", data=b"old").status_code == 201
+    assert (data / "tenants" / "acme" / "meta.db").exists()
+    with RazorServer(data, extra=["--auth", "basic"]) as srv:
+        assert as_("alice").get(srv.url + "/old.txt").content == b"old"
