@@ -54,6 +54,9 @@ class StandInService:
     def volumes(self):
         return dict(self.tenants)
 
+    def delete_tenant_data(self, name, component):
+        return 0              # the stand-in's volumes are the fixture's to close and delete
+
     def lock_manager(self, tenant):
         """A lock manager over an empty lock table: nothing here is locked."""
         from wsgidav.lock_man.lock_manager import LockManager
