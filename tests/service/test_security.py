@@ -12,19 +12,8 @@ import pytest
 import requests
 
 from tests.razor import HOST, RazorServer
-from tests.service.test_gate import PASSWORDS, cli, ok, setup_registry
-
-LOCKINFO = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
-            b'</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("security") / "data"
-    setup_registry(data)
-    srv = RazorServer(data, extra=["--auth", "basic"]).start()
-    yield srv
-    srv.stop()
+from tests.service.test_gate import (LOCKINFO, PASSWORDS, as_, cli, ok, server,  # noqa: F401
+                                     setup_registry)
 
 
 def _meta_db(data_dir, tenant):
@@ -34,12 +23,6 @@ def _meta_db(data_dir, tenant):
              if d.startswith(tenant + ".")]
     assert os.path.exists(db)
     return db
-
-
-def as_(user):
-    s = requests.Session()
-    s.auth = (user, PASSWORDS[user])
-    return s
 
 
 # -- 1: idle and slow connections --
@@ -167,14 +150,8 @@ def test_the_gateways_own_pages_have_a_strict_policy(server):
 # -- 6: header values compared as the RFCs say --
 
 def test_depth_infinity_in_any_case_is_bounded(tmp_path):
-    from razordav.core.volume import Volume
-    vol = Volume.open(tmp_path / "data", journal_interval=0)
-    vol.mkdir("/big")
-    parent = vol.stat("/big").ino
-    with vol.tree.write():
-        for i in range(10_050):
-            vol.tree.create(parent, f"f{i}")
-    vol.close()
+    from tests.dav.test_hostile import make_big_tree
+    make_big_tree(tmp_path / "data")
     with RazorServer(tmp_path / "data") as s:
         for depth in ("Infinity", "INFINITY"):
             r = requests.request("PROPFIND", s.url + "/", headers={"Depth": depth})
