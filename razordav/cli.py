@@ -159,7 +159,10 @@ def cmd_serve(opts: config.Options, args) -> int:
     try:
         app, service = _build_app(opts, vol)
         try:
-            server = Server(app, opts.host, opts.port, threads=opts.threads, tls=tls)
+            server = Server(app, opts.host, opts.port, threads=opts.threads, tls=tls,
+                            header_timeout=opts.header_timeout,
+                            max_connections=opts.max_connections,
+                            per_address=opts.max_connections_per_address)
         except OSError as exc:
             raise UserError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror}") from None
         if "basic" in opts.auth and not tls and not loopback:
@@ -210,7 +213,7 @@ def _build_app(opts: config.Options, vol):
     otherwise the gate over tenants, the REST API and metrics."""
     from .dav.app import close_app, make_app
     if opts.auth == "none":
-        return make_app(vol), None
+        return make_app(vol, lock_timeout_max=opts.lock_timeout_max), None
     from .service.api import make_api
     from .service.gate import Gate, Service
     from .service.metrics import Metrics
@@ -221,7 +224,8 @@ def _build_app(opts: config.Options, vol):
                                                cache_size=cache_size, dirty_limit=None))
 
     service = Service(vol, Registry(vol.tree), open_volume=open_tenant,
-                      make_dav_app=lambda v, key: make_app(v, trusted_user_key=key),
+                      make_dav_app=lambda v, key: make_app(
+                          v, trusted_user_key=key, lock_timeout_max=opts.lock_timeout_max),
                       close_app=close_app)
     jwt = None
     if "jwt" in opts.auth:
@@ -232,7 +236,8 @@ def _build_app(opts: config.Options, vol):
                                tenant_claim=opts.jwt_tenant_claim)
     metrics = Metrics(service)
     gate = Gate(service, basic="basic" in opts.auth, jwt=jwt, api_app=make_api(service),
-                metrics_app=metrics.app, metrics_token=opts.metrics_token)
+                metrics_app=metrics.app, metrics_token=opts.metrics_token,
+                allowed_origins=opts.cors_origins or ())
     return metrics.middleware(gate), service
 
 
@@ -291,6 +296,7 @@ def _tenant_options(opts: config.Options, name: str):
     tree = Tree(db)
     try:
         tenant = Registry(tree).tenant(name)
+        component = Registry(tree).tenant_dir(name)
     except errors.NotFound:
         raise UserError(f"no tenant {name!r} (razordav tenant list shows them)") from None
     except errors.FsError as exc:
@@ -298,8 +304,8 @@ def _tenant_options(opts: config.Options, name: str):
     finally:
         tree.close()
     store = opts.store or default_store_url(opts.data_dir)
-    opts = dataclasses.replace(opts, data_dir=str(tenant_data_dir(opts.data_dir, name)),
-                               store=tenant_store_url(store, name))
+    opts = dataclasses.replace(opts, data_dir=str(tenant_data_dir(opts.data_dir, component)),
+                               store=tenant_store_url(store, component))
     return opts, (tenant.quota_bytes, tenant.max_files)
 
 
@@ -399,16 +405,19 @@ def _restore_tenants(opts: config.Options, store, data_dir, progress) -> list[st
     from .store import NotFound, open_store
     tree = Tree(data_dir / "meta.db")
     try:
-        names = [t.name for t in Registry(tree).tenants()]
+        registry = Registry(tree)
+        names = [t.name for t in registry.tenants()]
+        components = {name: registry.tenant_dir(name) for name in names}
     finally:
         tree.close()
     for name in names:
-        tenant_store = open_store(tenant_store_url(store.url, name), endpoint=opts.s3_endpoint)
+        tenant_store = open_store(tenant_store_url(store.url, components[name]),
+                                  endpoint=opts.s3_endpoint)
         try:
             tenant_store.get("volume.json")
         except NotFound:
             continue        # a tenant that never stored anything has nothing to restore
-        target = tenant_data_dir(data_dir, name)
+        target = tenant_data_dir(data_dir, components[name])
         target.mkdir(parents=True, exist_ok=True)
         journal.restore(tenant_store, target / "meta.db", progress)
     return names
@@ -472,6 +481,20 @@ def cmd_fsck(opts: config.Options, args) -> int:
     return 0 if report.clean else 1
 
 
+def _private_files(data_dir: str) -> None:
+    """Whatever the umask, everything this process creates is for its user alone (the data
+    dir holds password hashes, file contents and names): 0700 directories, 0600 files.
+    A data dir made by an older razordav is closed up too (its top level; files keep
+    their modes until rewritten, and cannot be reached through the closed directory)."""
+    os.umask(0o077)
+    try:
+        os.chmod(data_dir, 0o700)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot make %s private: %s", data_dir, exc.strerror)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -483,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     _setup_logging(opts, args.verbose, args.quiet)
     _pin_malloc_threshold()
+    _private_files(opts.data_dir)
     if args.command == "serve" and opts.auth != "none":
         from pathlib import Path
 

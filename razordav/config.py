@@ -33,6 +33,11 @@ class Options:
     journal_interval: float = 2.0       # seconds between metadata shipments to the store
     lease_ttl: float = 30.0             # lease lifetime (see docs/design.md, "Fencing")
     threads: int = 32
+    header_timeout: float = 10.0        # seconds a client may take to send a request head
+    max_connections: int = 1000         # open HTTP connections in all
+    max_connections_per_address: int = 64   # open HTTP connections from one client address
+    cors_origins: list | None = None    # origins besides the gateway's own that may change state
+    lock_timeout_max: int = 3600        # the longest a WebDAV lock lasts without a refresh
     insecure: bool = False
     log_level: str = "info"
     auth: str = "none"                  # none, basic, jwt or basic,jwt
@@ -47,7 +52,7 @@ class Options:
     metrics_token: str | None = None
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", re.I)
 _SIZE_FIELDS = {"cache_size", "dirty_limit", "block_size"}
 
 
@@ -55,7 +60,7 @@ def parse_size(value) -> int:
     """'10G', '512MiB', '4m' or a plain number of bytes."""
     if isinstance(value, int):
         return value
-    m = _SIZE.match(str(value))
+    m = _SIZE.fullmatch(str(value))
     if not m:
         raise ConfigError(f"invalid size {value!r}: use a number with an optional K, M, G or T")
     return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))
@@ -84,12 +89,14 @@ def load(config_file: str | None, overrides: dict) -> Options:
     for key, value in values.items():
         if key in _SIZE_FIELDS and value is not None:
             value = parse_size(value)
-        elif key in ("port", "uploaders", "threads"):
+        elif key in ("port", "uploaders", "threads", "max_connections",
+                     "max_connections_per_address", "lock_timeout_max"):
             try:
                 value = int(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{key} must be a whole number, not {value!r}") from None
-        elif key in ("journal_interval", "lease_ttl", "upload_delay", "upload_delay_max"):
+        elif key in ("journal_interval", "lease_ttl", "upload_delay", "upload_delay_max",
+                     "header_timeout"):
             try:
                 value = float(value)
             except (TypeError, ValueError):
@@ -105,6 +112,16 @@ def load(config_file: str | None, overrides: dict) -> Options:
         raise ConfigError("upload_delay must be between 0 and 600 seconds")
     if not opts.upload_delay <= opts.upload_delay_max <= 3600:
         raise ConfigError("upload_delay_max must be between upload_delay and 3600 seconds")
+    if not 1 <= opts.header_timeout <= 600:
+        raise ConfigError("header_timeout must be between 1 and 600 seconds")
+    if opts.max_connections < 1 or opts.max_connections_per_address < 1:
+        raise ConfigError("max_connections and max_connections_per_address must be >= 1")
+    if opts.lock_timeout_max < 1:
+        raise ConfigError("lock_timeout_max must be at least 1 second")
+    if opts.cors_origins is not None and (not isinstance(opts.cors_origins, list) or not all(
+            isinstance(o, str) and o.startswith(("http://", "https://"))
+            for o in opts.cors_origins)):
+        raise ConfigError("cors_origins must be a list of origins like https://app.example")
     if opts.lease_ttl < 5:
         raise ConfigError("lease_ttl must be at least 5 seconds")
     auth = [a.strip() for a in str(opts.auth).lower().split(",")]

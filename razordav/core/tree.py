@@ -90,6 +90,13 @@ CREATE INDEX IF NOT EXISTS tokens_username ON tokens (username);
 # recomputed by every ``Tree()`` (a restore replays rows with INSERT OR REPLACE, whose
 # implicit delete fires no trigger). The limits are the opener's: ``Tree()`` clears them and
 # ``set_limits`` sets them; NULL is unlimited (NULL comparisons never raise).
+_PROP_BYTES = ("length(CAST({r}.ns AS BLOB)) + length(CAST({r}.name AS BLOB)) "
+               "+ length({r}.value)")
+_XATTR_BYTES = "length(CAST({r}.name AS BLOB)) + length({r}.value)"
+# Dead properties and xattrs count as bytes too (names and values), so PROPPATCH and
+# setxattr cannot grow a volume past its quota; each inode's hold at most
+# MAX_META_PER_INODE bytes of them in all, quota or not.
+MAX_META_PER_INODE = 1 << 20
 table("usage", """
 CREATE TABLE IF NOT EXISTS usage (
     id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL, files INTEGER NOT NULL,
@@ -103,16 +110,28 @@ BEGIN UPDATE usage SET files = files - 1,
 CREATE TRIGGER IF NOT EXISTS usage_inodes_size AFTER UPDATE OF size ON inodes
     WHEN NEW.size IS NOT OLD.size AND (NEW.mode & 61440) = 32768
 BEGIN UPDATE usage SET bytes = bytes + NEW.size - OLD.size; END;
+CREATE TRIGGER IF NOT EXISTS usage_props_i AFTER INSERT ON props
+BEGIN UPDATE usage SET bytes = bytes + {prop_new}; END;
+CREATE TRIGGER IF NOT EXISTS usage_props_d AFTER DELETE ON props
+BEGIN UPDATE usage SET bytes = bytes - ({prop_old}); END;
+CREATE TRIGGER IF NOT EXISTS usage_xattrs_i AFTER INSERT ON xattrs
+BEGIN UPDATE usage SET bytes = bytes + {xattr_new}; END;
+CREATE TRIGGER IF NOT EXISTS usage_xattrs_d AFTER DELETE ON xattrs
+BEGIN UPDATE usage SET bytes = bytes - ({xattr_old}); END;
 CREATE TRIGGER IF NOT EXISTS usage_max_bytes BEFORE UPDATE OF bytes ON usage
     WHEN NEW.bytes > OLD.bytes AND NEW.bytes > NEW.max_bytes
 BEGIN SELECT RAISE(ABORT, 'quota exceeded: bytes'); END;
 CREATE TRIGGER IF NOT EXISTS usage_max_files BEFORE UPDATE OF files ON usage
     WHEN NEW.files > OLD.files AND NEW.files > NEW.max_files
 BEGIN SELECT RAISE(ABORT, 'quota exceeded: files'); END;
-""", replicated=False)
+""".format(prop_new=_PROP_BYTES.format(r="NEW"), prop_old=_PROP_BYTES.format(r="OLD"),
+           xattr_new=_XATTR_BYTES.format(r="NEW"), xattr_old=_XATTR_BYTES.format(r="OLD")),
+      replicated=False)
 
 _RECOUNT = ("INSERT OR REPLACE INTO usage SELECT 0, "
-            "COALESCE(SUM(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0) "
+            "+ (SELECT COALESCE(SUM(" + _PROP_BYTES.format(r="p") + "), 0) FROM props p) "
+            "+ (SELECT COALESCE(SUM(" + _XATTR_BYTES.format(r="x") + "), 0) FROM xattrs x), "
             "COUNT(*), NULL, NULL FROM inodes WHERE ino != 1")
 
 
@@ -584,15 +603,16 @@ class Tree:
         return {(ns, name): value for ns, name, value in rows}
 
     def set_props(self, ino: int, changes: dict[tuple[str, str], bytes | None]) -> None:
-        """Set (value) or remove (None) several properties in one transaction."""
-        with self.db.write() as c:
+        """Set (value) or remove (None) several properties in one transaction; ``NoSpace``
+        past the quota or ``MAX_META_PER_INODE``. A replaced row is deleted first, so the
+        usage triggers see it go (REPLACE alone fires no delete trigger)."""
+        with self.db.write() as c, _quota_errors():
             for (ns, name), value in changes.items():
-                if value is None:
-                    c.execute("DELETE FROM props WHERE ino = ? AND ns = ? AND name = ?",
-                              (ino, ns, name))
-                else:
-                    c.execute("INSERT OR REPLACE INTO props VALUES (?, ?, ?, ?)",
-                              (ino, ns, name, value))
+                c.execute("DELETE FROM props WHERE ino = ? AND ns = ? AND name = ?",
+                          (ino, ns, name))
+                if value is not None:
+                    c.execute("INSERT INTO props VALUES (?, ?, ?, ?)", (ino, ns, name, value))
+            self._check_meta_size(c, ino)
 
     def xattrs(self, ino: int) -> dict[str, bytes]:
         rows = self.db.reader().execute("SELECT name, value FROM xattrs WHERE ino = ?", (ino,))
@@ -608,11 +628,22 @@ class Tree:
                 raise errors.Exists(f"xattr {name!r} exists")
             if (replace or value is None) and not exists:
                 raise errors.NoAttribute(f"xattr {name!r} not set")
-            if value is None:
+            with _quota_errors():
                 c.execute("DELETE FROM xattrs WHERE ino = ? AND name = ?", (ino, name))
-            else:
-                c.execute("INSERT OR REPLACE INTO xattrs VALUES (?, ?, ?)", (ino, name, value))
+                if value is not None:
+                    c.execute("INSERT INTO xattrs VALUES (?, ?, ?)", (ino, name, value))
+                self._check_meta_size(c, ino)
             c.execute("UPDATE inodes SET ctime = ? WHERE ino = ?", (time.time_ns(), ino))
+
+    @staticmethod
+    def _check_meta_size(c, ino: int) -> None:
+        held = c.execute(
+            "SELECT (SELECT COALESCE(SUM(" + _PROP_BYTES.format(r="p") + "), 0) FROM props p "
+            "WHERE p.ino = ?1) + (SELECT COALESCE(SUM(" + _XATTR_BYTES.format(r="x") + "), 0) "
+            "FROM xattrs x WHERE x.ino = ?1)", (ino,)).fetchone()[0]
+        if held > MAX_META_PER_INODE:
+            raise errors.NoSpace(f"properties and xattrs of one file may hold at most "
+                                 f"{MAX_META_PER_INODE} bytes")
 
     def stats(self) -> dict[str, int]:
         c = self.db.reader()

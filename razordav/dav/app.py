@@ -15,9 +15,9 @@ from cheroot import wsgi
 from wsgidav import util
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from .conns import GuardedConnection, GuardedConnections
 from .edge import Edge
-from .http import Connection
-from .locks import SqliteLockStorage
+from .locks import AtomicLock, SqliteLockStorage
 from .provider import RazorProvider
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ MAX_HEADER_BYTES = 64 * 1024
 
 
 def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
-             trusted_user_key: str | None = None) -> WsgiDAVApp:
+             trusted_user_key: str | None = None, lock_timeout_max: int = 3600) -> Edge:
     """The WebDAV app over ``volume``. With ``trusted_user_key`` (the service gate), the
     caller is already authenticated and its user name is in that environ key: WsgiDAV takes
     it as the principal, which lock tokens are bound to. Without it, anonymous access."""
@@ -35,9 +35,11 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
         auth = {"domain_controller": TrustedDC, "trusted_auth_header": trusted_user_key}
     else:
         auth = {"domain_controller": None}   # anonymous: simple_dc's "*"
+    locks = SqliteLockStorage(lock_db or str(volume.data_dir / "locks.sqlite"),
+                              max_timeout=lock_timeout_max)
     config = {
         "provider_mapping": {"/": RazorProvider(volume)},
-        "lock_storage": SqliteLockStorage(lock_db or str(volume.data_dir / "locks.sqlite")),
+        "lock_storage": locks,
         "property_manager": None,  # dead properties live in the tree, per inode
         "http_authenticator": {**auth, "accept_basic": True, "accept_digest": False,
                                "default_to_digest": False},
@@ -50,7 +52,7 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
         "block_size": 1 << 20,
         "add_header_MS_Author_Via": True,
     }
-    return Edge(WsgiDAVApp(config), volume)
+    return Edge(AtomicLock(WsgiDAVApp(config), locks), volume)
 
 
 def _patch_wsgidav_destination() -> None:
@@ -113,6 +115,27 @@ _patch_wsgidav_destination()
 _patch_wsgidav_destination_conditions()
 
 
+def _patch_wsgidav_error_pages() -> None:
+    """WsgiDAV's error page for an unexpected exception showed the exception's text
+    (a parser's message, a path, SQL) to the client. A 5xx page says only its status;
+    the exception goes to the log."""
+    from wsgidav import dav_error
+
+    shown = dav_error.DAVError.get_user_info
+
+    def get_user_info(self):
+        if self.value >= 500 and self.src_exception is not None:
+            log.error("%s: %s: %s", self.value, type(self.src_exception).__name__,
+                      self.src_exception)
+            return dav_error.ERROR_DESCRIPTIONS.get(self.value, str(self.value))
+        return shown(self)
+
+    dav_error.DAVError.get_user_info = get_user_info
+
+
+_patch_wsgidav_error_pages()
+
+
 def close_app(app) -> None:
     """Commit and close what the app keeps on disk (the lock table)."""
     lock_manager = app.wsgidav_app.lock_manager
@@ -138,20 +161,74 @@ def head_without_body(app):
     return wrapped
 
 
+# Every response, files and the gateway's own pages alike: no type sniffing, and a policy
+# under which nothing it serves runs a script or is framed in the gateway's origin (an
+# uploaded evil.html or .svg opens sandboxed, in an opaque origin).
+CONTENT_SECURITY_POLICY = ("sandbox; default-src 'none'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+                           "form-action 'none'")
+SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"),
+                    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+                    ("Referrer-Policy", "no-referrer")]
+
+
+def with_security_headers(app):
+    """Add ``SECURITY_HEADERS`` to every response (replacing any the app set)."""
+    names = {name.lower() for name, _ in SECURITY_HEADERS}
+
+    def wrapped(environ, start_response):
+        def start(status, headers, exc_info=None):
+            headers = [h for h in headers if h[0].lower() not in names] + SECURITY_HEADERS
+            return start_response(status, headers, exc_info) if exc_info else \
+                start_response(status, headers)
+        return app(environ, start)
+    return wrapped
+
+
+class _GuardedServer(wsgi.Server):
+    """cheroot's WSGI server with ``conns.GuardedConnections``: workers get requests whose
+    head has arrived, not sockets (see conns.py for why)."""
+
+    ConnectionClass = GuardedConnection
+
+    def __init__(self, *args, limits: dict, **kw):
+        super().__init__(*args, **kw)
+        self.limits = limits
+        # cheroot stops keeping connections alive past this many in its selector; the
+        # limits above bound that number already
+        self.keep_alive_conn_limit = limits["max_connections"]
+
+    def prepare(self):
+        super().prepare()
+        plain = self._connections
+        self._connections = GuardedConnections(self, **self.limits)
+        plain._selector.close()
+
+
 class Server:
-    """A cheroot server over the app, on ``host:port`` (port 0: any free port)."""
+    """A cheroot server over the app, on ``host:port`` (port 0: any free port).
+
+    ``timeout``: idle seconds between requests, and for each read of a body;
+    ``header_timeout``: seconds from accepting a connection (or from the first byte of a
+    next request) to the end of the request head; ``max_connections`` in all and
+    ``per_address`` from one client address (those past them are closed unanswered)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8080, threads: int = 32,
-                 queue: int = 128, timeout: float = 60, tls: tuple[str, str] | None = None):
-        self.httpd = wsgi.Server((host, port), head_without_body(app), numthreads=threads,
-                                 request_queue_size=queue, timeout=int(timeout),
-                                 shutdown_timeout=30, server_name="razordav")
+                 queue: int = 128, timeout: float = 60, tls: tuple[str, str] | None = None,
+                 header_timeout: float = 10, max_connections: int = 1000,
+                 per_address: int = 64):
+        limits = {"header_timeout": header_timeout, "max_connections": max_connections,
+                  "per_address": per_address}
+        app = with_security_headers(head_without_body(app))
+        self.httpd = _GuardedServer((host, port), app, numthreads=threads,
+                                    request_queue_size=queue, timeout=int(timeout),
+                                    shutdown_timeout=30, server_name="razordav",
+                                    limits=limits)
         if tls is not None:   # (certificate, key) PEM files; cheroot's ssl-module adapter
             from cheroot.ssl.builtin import BuiltinSSLAdapter
             self.httpd.ssl_adapter = BuiltinSSLAdapter(*tls)
         self.scheme = "https" if tls else "http"
         self.httpd.max_request_header_size = MAX_HEADER_BYTES  # cheroot: 413 past it
-        self.httpd.ConnectionClass = Connection   # strict framing (http.py)
         self.httpd.prepare()  # binds now, so a port in use fails here with OSError
         self.host, self.port = self.httpd.bind_addr[:2]
 

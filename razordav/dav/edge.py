@@ -118,7 +118,8 @@ class Edge:
             refused = read_body(environ)
             if refused:
                 return reply(start_response, "413 Content Too Large", refused)
-        if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").strip() == "infinity":
+        depth = environ.get("HTTP_DEPTH", "infinity").strip().lower()  # RFC 4918: any case
+        if method == "PROPFIND" and depth == "infinity":
             if self._too_deep(environ.get("PATH_INFO", "/")):
                 return reply(start_response, "403 Forbidden", _FINITE_DEPTH,
                               "application/xml; charset=utf-8")
@@ -210,14 +211,14 @@ def bad_destination(environ) -> bytes | None:
     return None
 
 
-_RANGE = re.compile(r"^bytes=(\d+-\d*|-\d+)$")
+_RANGE = re.compile(r"bytes=(\d+-\d*|-\d+)", re.I)   # range units: any case
 
 
 def _check_range(environ) -> None:
     value = environ.get("HTTP_RANGE")
     if value is None:
         return
-    m = _RANGE.match(value.replace(" ", ""))
+    m = _RANGE.fullmatch(value.replace(" ", ""))
     if m:
         first, _, last = m.group(1).partition("-")
         if not (first and last and int(first) > int(last)):

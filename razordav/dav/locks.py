@@ -5,12 +5,18 @@ and reassigns values after changing them (it was written for shelve). Reads come
 in-memory copy (a PROPFIND asks for every member's locks; sqlitedict costs ~0.2 ms a
 query), and every change is written through to a JSON-encoded SqliteDict with autocommit.
 Expired locks are purged at open.
+
+A lock lasts at most ``max_timeout`` seconds without a refresh, whatever the client asked
+(``Timeout: Infinite`` included; WsgiDAV alone allowed four weeks). ``AtomicLock`` makes a
+LOCK request all or nothing: a lock stored while answering a LOCK that then fails (an
+error page instead of the lock discovery, an exception) is removed again.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 
 from sqlitedict import SqliteDict
@@ -61,9 +67,34 @@ class _WriteThrough(dict):
 
 
 class SqliteLockStorage(LockStorageDict):
-    def __init__(self, path: str):
+    def __init__(self, path: str, max_timeout: int = 3600):
         super().__init__()
         self.path = str(path)
+        self.max_timeout = max_timeout
+        self._made = threading.local()     # tokens created by this thread's LOCK request
+
+    def _capped(self, timeout) -> int:
+        if timeout is None or timeout < 0 or timeout > self.max_timeout:
+            return self.max_timeout
+        return timeout
+
+    def create(self, path, lock):
+        lock["timeout"] = self._capped(lock.get("timeout"))
+        lock = super().create(path, lock)
+        made = getattr(self._made, "tokens", None)
+        if made is not None:
+            made.append(lock["token"])
+        return lock
+
+    def refresh(self, token, *, timeout):
+        return super().refresh(token, timeout=self._capped(timeout))
+
+    def all_locks(self) -> list[dict]:
+        """Every live lock (root, owner, principal, depth, scope, timeout, expire, token)."""
+        now = time.time()
+        return [dict(lock) for token, lock in list(self._dict.items())
+                if not token.startswith("URL2TOKEN:") and
+                (lock.get("expire", -1) < 0 or lock["expire"] >= now)]
 
     def __repr__(self):
         return f"SqliteLockStorage({self.path!r})"
@@ -87,3 +118,35 @@ class SqliteLockStorage(LockStorageDict):
         d, self._dict = self._dict, None
         if d is not None:
             d.backing.close(force=not d.backing.conn.is_alive())
+
+
+class AtomicLock:
+    """WSGI wrapper: a LOCK whose answer is not a success leaves no lock behind."""
+
+    def __init__(self, app, storage: SqliteLockStorage):
+        self.app = app
+        self.storage = storage
+
+    def __getattr__(self, name):        # lock_manager, config, ... of the wrapped app
+        return getattr(self.app, name)
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") != "LOCK":
+            return self.app(environ, start_response)
+        made = self.storage._made.tokens = []
+        answered = []
+
+        def start(status, headers, exc_info=None):
+            answered.append(int(status[:3]))
+            return start_response(status, headers, exc_info) if exc_info else \
+                start_response(status, headers)
+        ok = False
+        try:
+            result = self.app(environ, start)
+            ok = bool(answered) and answered[-1] < 300
+            return result
+        finally:
+            self.storage._made.tokens = None
+            if not ok:
+                for token in made:
+                    self.storage.delete(token)

@@ -388,7 +388,8 @@ class PutStream:
         self.res = res
         self.attr = None
         mtime = environ.get("HTTP_X_OC_MTIME")
-        if mtime is not None and not mtime.strip().isdigit():
+        if mtime is not None and not (mtime.strip().isdigit() and
+                                      int(mtime) < (2**63 - 1) // 10**9):
             raise DAVError(HTTP_BAD_REQUEST, "X-OC-Mtime must be seconds since the epoch")
         self.expected_length = None
         if environ.get("CONTENT_LENGTH") and "chunked" not in \

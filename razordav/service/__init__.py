@@ -22,6 +22,9 @@ from .. import dav  # noqa: F401  before gate.py imports WsgiDAV: see dav/xmlsaf
 ROLES = ("reader", "writer", "admin")
 READ_METHODS = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
 PRINCIPAL_KEY = "razordav.principal"
+TOKEN_SCOPES = ("files", "all")
+FILE_ROUTES = tuple(f"/api/v1/{r}" for r in ("files/", "content/", "dirs/", "move", "copy")) \
+    + ("/api/v1/files",)
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class Principal:
     tenant: str
     role: str            # one of ROLES
     via: str = "basic"   # basic, token, jwt
+    scope: str = "all"   # an app token's: "files" (WebDAV and the file routes) or "all"
+
+    def may_reach(self, path: str) -> bool:
+        """Whether this principal's scope covers ``path`` (a files-only app token reaches
+        WebDAV and the REST file routes, never the admin, job or metrics routes)."""
+        return self.scope == "all" or not (path in ("/metrics", "/api/v1") or (
+            path.startswith("/api/v1/") and not path.startswith(FILE_ROUTES)))
 
     def may(self, method: str) -> bool:
         """Whether this role may send ``method`` to its own tenant."""

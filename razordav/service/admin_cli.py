@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
+import os
 import shutil
 import sys
 import time
@@ -36,13 +37,13 @@ from ..core.tree import Tree
 from ..core.volume import default_store_url
 from ..store import StoreError, open_store
 from .registry import Registry, check_role, check_user_name
-from .tenants import check_tenant_name, tenant_data_dir, tenant_store_url
+from .tenants import check_tenant_dir, check_tenant_name, tenant_data_dir, tenant_store_url
 
 DELETE_BATCH = 1000
 
 # argparse destinations of these commands: none of them is a config option.
 FLAGS = frozenset({"admin_action", "name", "tenant", "role", "password_stdin", "quota",
-                   "max_files", "yes", "label", "token_id"})
+                   "max_files", "yes", "label", "token_id", "scope"})
 
 
 class AdminError(Exception):
@@ -92,6 +93,9 @@ def add_subcommands(subparsers, common) -> None:
     p = leaf(ks, "create", "make an app token for a user (printed once)")
     p.add_argument("name", metavar="USER")
     p.add_argument("--label", default="", help="what the token is for, e.g. 'laptop rclone'")
+    p.add_argument("--scope", default="files", choices=("files", "all"),
+                   help="files (default): WebDAV and the REST file routes only; all: also "
+                        "what the user's role allows (admin API, jobs, metrics)")
     p = leaf(ks, "revoke", "revoke an app token")
     p.add_argument("token_id", metavar="ID")
     p = leaf(ks, "list", "list a user's tokens (never their secrets)")
@@ -218,25 +222,50 @@ def _tenant_list(opts, args) -> int:
 
 def _tenant_del(opts, args) -> int:
     name = check_tenant_name(args.name)
-    data_dir = tenant_data_dir(opts.data_dir, name)
-    url = tenant_store_url(opts.store or default_store_url(opts.data_dir), name)
+    store_url = opts.store or default_store_url(opts.data_dir)
     with _registry(opts) as reg:
         registered = name in {t.name for t in reg.tenants()}
         users = reg.users(name)
-        if not registered and not data_dir.exists() and not _prefix_has_objects(url, opts):
+        # the registered tenant's data, and any left by earlier tenants of that name
+        components = {reg.tenant_dir(name)} | _leftovers(opts.data_dir, name)
+        places = [(tenant_data_dir(opts.data_dir, c), tenant_store_url(store_url, c))
+                  for c in sorted(components)]
+        if not registered and not any(d.exists() or _prefix_has_objects(u, opts)
+                                      for d, u in places):
             raise AdminError(f"no tenant {name!r}")
         if not args.yes:
             raise AdminError(
                 f"deleting tenant {name!r} removes its {len(users)} users and their tokens, "
-                f"{data_dir} and every object under {url}; run again with --yes to do it")
-        _refuse_if_open(url, opts)
+                f"{', '.join(str(d) for d, _ in places)} and every object under "
+                f"{', '.join(u for _, u in places)}; run again with --yes to do it")
+        for _, url in places:
+            _refuse_if_open(url, opts)
         if registered:
             reg.del_tenant(name)
-    deleted = _delete_prefix(url, opts)
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
+    deleted = 0
+    for data_dir, url in places:
+        deleted += _delete_prefix(url, opts)
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
     print(f"razordav: tenant {name} deleted ({len(users)} user(s), {deleted} object(s))")
     return 0
+
+
+def _leftovers(data_dir, name: str) -> set[str]:
+    """Components of data dirs of deleted tenants called ``name`` (``<name>.<hex>``)."""
+    try:
+        found = os.listdir(Path(data_dir) / "tenants")
+    except FileNotFoundError:
+        return set()
+    return {c for c in found if c.split(".", 1)[0] == name and _is_component(c)}
+
+
+def _is_component(component: str) -> bool:
+    try:
+        check_tenant_dir(component)
+        return True
+    except errors.InvalidArgument:
+        return False
 
 
 def _open_tenant_store(url: str, opts):
@@ -363,7 +392,7 @@ def cmd_token(opts: config.Options, args) -> int:
 
 def _token_create(opts, args) -> int:
     with _registry(opts) as reg:
-        token_id, token = reg.create_token(args.name, args.label)
+        token_id, token = reg.create_token(args.name, args.label, args.scope)
     print(token)   # alone on stdout, so a script can capture it
     print(f"razordav: token {token_id} for {args.name}: use it as the password; it is shown "
           "only this once", file=sys.stderr)

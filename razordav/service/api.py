@@ -11,11 +11,15 @@ File routes:
     GET    /api/v1/files/{path}     a directory's entries (pages: ?limit=, ?cursor=) or a
                                     file's stat
     DELETE /api/v1/files/{path}     a file, an empty directory, or with ?recursive=true a tree
+
     GET    /api/v1/content/{path}   the bytes, streamed, with one Range if asked
     PUT    /api/v1/content/{path}   new bytes, streamed in constant memory; published whole
                                     or not at all (201 created, 204 replaced)
     POST   /api/v1/dirs/{path}      mkdir
     POST   /api/v1/move, /copy      {"from", "to", "overwrite"}
+
+Every route that changes a path answers 423 when a WebDAV lock covers it (a tree: when a
+lock covers anything in it), as WebDAV does for a client without the lock's token.
 
 Limits: a directory copy is a walk of single copies, not one transaction (as WebDAV COPY);
 a download serves one byte range, not multipart ranges.
@@ -31,13 +35,14 @@ import stat as st
 from email.utils import formatdate
 
 import falcon
+from wsgidav.dav_error import DAVError
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core import errors
 from ..core.tree import Attr, split_path
 from ..dav.edge import bad_path
-from .api_common import (API, Answers, BodyLimit, RoleCheck, fs_error, principal_of, problems,
-                         serialize_error, spec, tenant_volume)
+from .api_common import (API, Answers, BodyLimit, JsonOnly, RoleCheck, fs_error, principal_of,
+                         problems, serialize_error, spec, tenant_volume)
 
 CHUNK = 1 << 20
 PATH_DOC = {"path": "a path below the tenant's root, '/'-separated, percent-encoded; "
@@ -117,6 +122,22 @@ class _Volumes:
     def vol(self, req):
         return tenant_volume(self.service, principal_of(req))
 
+    def unlocked(self, req, path: str, depth: str = "0") -> None:
+        """423 when a WebDAV lock covers ``path`` (for depth infinity: or anything below
+        it). The REST API sends no lock tokens, so every lock counts, its owner's too, as
+        for a WebDAV client that sends no If header."""
+        principal = principal_of(req)
+        try:
+            locks = self.service.lock_manager(principal.tenant)
+        except errors.NotFound:
+            return
+        try:
+            locks.check_write_permission(url=path, depth=depth, token_list=[],
+                                         principal=principal.user)
+        except DAVError:
+            raise falcon.HTTPError(423, description=f"{path} is locked over WebDAV",
+                                   code="Locked") from None
+
 
 class Files(_Volumes):
     @spec.validate(query=ListQuery, resp=Answers(HTTP_200=FileInfo, **problems(400, 403, 404)),
@@ -134,12 +155,14 @@ class Files(_Volumes):
             info["next_cursor"] = vol.tree.entry_key(rows[-1][0]) if more else None
         resp.media = info
 
-    @spec.validate(query=DeleteQuery, resp=Answers("HTTP_204", **problems(400, 403, 404, 409)),
+    @spec.validate(query=DeleteQuery,
+                   resp=Answers("HTTP_204", **problems(400, 403, 404, 409, 423)),
                    tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_delete(self, req, resp, path=""):
         """Delete a file or an empty directory; a tree only with ?recursive=true."""
         p, vol = vol_path(req, path), self.vol(req)
         attr = vol.stat(p)
+        self.unlocked(req, p, "infinity" if attr.is_dir else "0")
         if not attr.is_dir:
             vol.unlink(p)
         elif req.context.query.recursive:
@@ -149,14 +172,14 @@ class Files(_Volumes):
         resp.status = 204
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.I)
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) of a single byte range; None for the whole file. A header that is not
     one well-formed range is ignored (RFC 9110 14.2), as the WebDAV edge does; a range
     that starts past the end is a 416."""
-    m = _RANGE.match((header or "").replace(" ", ""))
+    m = _RANGE.fullmatch((header or "").replace(" ", ""))
     if not m or m.groups() == ("", ""):
         return None
     first, last = m.groups()
@@ -219,13 +242,14 @@ class Content(_Volumes):
         resp.stream = _Slice(reader, first, last - first + 1)
 
     @spec.validate(resp=Answers("HTTP_204", HTTP_201=FileInfo,
-                                 **problems(400, 403, 404, 405, 409, 507)), tags=["files"],
+                                 **problems(400, 403, 404, 405, 409, 423, 507)), tags=["files"],
                    path_parameter_descriptions=PATH_DOC)
     def on_put(self, req, resp, path=""):
         """Replace the file's bytes with the body, streamed; the old content stays until the
         whole body has arrived (Content-Length checked), and on any error (507: over the
         tenant's quota)."""
         p, vol = vol_path(req, path), self.vol(req)
+        self.unlocked(req, p)
         chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
         expected = None if chunked else int(req.env.get("CONTENT_LENGTH") or 0)
         existed = _exists(vol, p)
@@ -262,11 +286,13 @@ def _pump(src, writer, expected: int | None) -> None:
 
 
 class Dirs(_Volumes):
-    @spec.validate(resp=Answers(HTTP_201=FileInfo, **problems(400, 403, 404, 405, 409)),
+    @spec.validate(resp=Answers(HTTP_201=FileInfo,
+                                **problems(400, 403, 404, 405, 409, 423)),
                    tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_post(self, req, resp, path=""):
         """Make a directory (its parent must exist)."""
         p, vol = vol_path(req, path), self.vol(req)
+        self.unlocked(req, p)
         attr = vol.mkdir(p)
         resp.status = 201
         resp.location = f"{API}/files{p}"
@@ -275,12 +301,14 @@ class Dirs(_Volumes):
 
 class Move(_Volumes):
     @spec.validate(json=Transfer, resp=Answers(HTTP_200=FileInfo, HTTP_201=FileInfo,
-                                                **problems(400, 403, 404, 405, 409)),
+                                                **problems(400, 403, 404, 405, 409, 423)),
                    tags=["files"])
     def on_post(self, req, resp):
         """Rename a file or directory; an existing target only with overwrite (200)."""
         vol = self.vol(req)
         src, dst, replace, existed = _transfer(req, vol)
+        self.unlocked(req, src, "infinity")
+        self.unlocked(req, dst, "infinity")
         vol.rename(src, dst, replace=replace)
         resp.status = 200 if existed else 201
         resp.media = _info(dst, vol.stat(dst))
@@ -288,13 +316,14 @@ class Move(_Volumes):
 
 class Copy(_Volumes):
     @spec.validate(json=Transfer, resp=Answers(HTTP_200=FileInfo, HTTP_201=FileInfo,
-                                                **problems(400, 403, 404, 405, 409)),
+                                                **problems(400, 403, 404, 405, 409, 423)),
                    tags=["files"])
     def on_post(self, req, resp):
         """Copy a file (sharing its blocks) or a directory tree; an existing target only
         with overwrite (200)."""
         vol = self.vol(req)
         src, dst, replace, existed = _transfer(req, vol)
+        self.unlocked(req, dst, "infinity")
         _copy_tree(vol, src, dst, replace)
         resp.status = 200 if existed else 201
         resp.media = _info(dst, vol.stat(dst))
@@ -348,7 +377,8 @@ def make_api(service) -> Api:
     ``/healthz`` and ``/readyz``, with the caller's principal in the environ."""
     from . import api_admin, api_ops
 
-    app = falcon.App(middleware=[RoleCheck(service), BodyLimit(f"{API}/content/")])
+    app = falcon.App(middleware=[JsonOnly(f"{API}/content/"), RoleCheck(service),
+                                 BodyLimit(f"{API}/content/")])
     app.set_error_serializer(serialize_error)
     app.add_error_handler(errors.FsError, fs_error)
     files, content, dirs = Files(service), Content(service), Dirs(service)

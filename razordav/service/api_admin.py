@@ -10,9 +10,11 @@ is written to the audit log (never with a password or token in it).
     GET, POST          /api/v1/users/{name}/tokens     list, create (the token is in the
                                                        answer once, never again)
     DELETE             /api/v1/tokens/{id}             revoke
+    GET                /api/v1/locks?tenant=           a tenant's WebDAV locks
+    DELETE             /api/v1/locks/{token}?tenant=   break one (its owner loses it)
 
-Deleting a tenant removes its users and tokens, not its data: that is the admin CLI's
-(``razordav tenant del``). With ``--auth none`` there is no registry: these routes are 501.
+Deleting a tenant removes its users and tokens and deletes its data (data dir and store
+prefix), as ``razordav tenant del`` does. With ``--auth none`` there is no registry: these routes are 501.
 
 Threading: none of its own; the registry is safe from many threads.
 """
@@ -25,6 +27,7 @@ from typing import Literal
 import falcon
 from pydantic import BaseModel, Field
 
+from ..core import errors
 from .api_common import API, Answers, principal_of, problems, spec
 from .metrics import audit
 
@@ -39,8 +42,8 @@ class TenantOut(BaseModel):
 
 
 class TenantLimits(BaseModel):
-    quota_bytes: int | None = Field(None, ge=0, description="null: no limit")
-    max_files: int | None = Field(None, ge=0, description="null: no limit")
+    quota_bytes: int | None = Field(None, ge=0, le=2**63 - 1, description="null: no limit")
+    max_files: int | None = Field(None, ge=0, le=2**63 - 1, description="null: no limit")
 
 
 class TenantIn(TenantLimits):
@@ -89,6 +92,9 @@ class TokenOut(BaseModel):
 
 class TokenIn(BaseModel):
     label: str = ""
+    scope: Literal["files", "all"] = Field(
+        "files", description="files: WebDAV and the file routes only; all: what the "
+                             "user's role allows")
 
 
 class NewToken(BaseModel):
@@ -100,8 +106,32 @@ class TokenList(BaseModel):
     tokens: list[TokenOut]
 
 
+class LockOut(BaseModel):
+    token: str
+    path: str
+    owner: str = Field(description="the <owner> the client sent, as XML text")
+    principal: str = Field(description="the user that holds it")
+    depth: str
+    scope: str
+    expires: float = Field(description="seconds since the epoch")
+
+
+class LockList(BaseModel):
+    locks: list[LockOut]
+
+
+class LockQuery(BaseModel):
+    tenant: str = Field(description="whose locks")
+
+
 class _Admin:
     admin_only = True
+    needs_password = False    # app tokens may not do this, whatever their scope
+
+    def on_request(self, req) -> None:
+        if self.needs_password and principal_of(req).via == "token":
+            raise falcon.HTTPForbidden(description="passwords and tokens are managed with "
+                                                   "a password, not an app token")
 
     def __init__(self, service):
         self.service = service
@@ -154,9 +184,12 @@ class TenantItem(_Admin):
 
     @spec.validate(resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_delete(self, req, resp, name):
-        """Remove the tenant, its users and their tokens (not its data)."""
+        """Remove the tenant, its users and their tokens, and delete its data (data dir
+        and stored objects). A tenant made again with this name starts empty."""
+        component = self.registry.tenant_dir(name)
         users = self.registry.del_tenant(name)
-        audit(principal_of(req), "tenant.del", name, users=users)
+        objects = self.service.delete_tenant_data(name, component)
+        audit(principal_of(req), "tenant.del", name, users=users, objects=objects)
         resp.status = 204
 
 
@@ -202,15 +235,20 @@ class UserItem(_Admin):
 
 
 class UserPassword(_Admin):
+    needs_password = True
+
     @spec.validate(json=Password, resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_put(self, req, resp, name):
         """Set the user's password (its app tokens stay valid)."""
+        self.on_request(req)
         self.registry.set_password(name, req.context.json.password)
         audit(principal_of(req), "user.passwd", name)
         resp.status = 204
 
 
 class UserTokens(_Admin):
+    needs_password = True
+
     @spec.validate(resp=Answers(HTTP_200=TokenList, **ADMIN_ERRORS), tags=["admin"])
     def on_get(self, req, resp, name):
         """The user's app tokens (ids and labels; secrets are never shown again)."""
@@ -220,7 +258,9 @@ class UserTokens(_Admin):
                    tags=["admin"])
     def on_post(self, req, resp, name):
         """Create an app token, usable as the user's Basic password."""
-        token_id, token = self.registry.create_token(name, req.context.json.label)
+        self.on_request(req)
+        token_id, token = self.registry.create_token(name, req.context.json.label,
+                                                     req.context.json.scope)
         audit(principal_of(req), "token.create", name, token_id=token_id,
               label=req.context.json.label)
         resp.status = 201
@@ -228,15 +268,57 @@ class UserTokens(_Admin):
 
 
 class TokenItem(_Admin):
+    needs_password = True
+
     @spec.validate(resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
     def on_delete(self, req, resp, token_id):
         """Revoke an app token."""
+        self.on_request(req)
         self.registry.revoke_token(token_id)
         audit(principal_of(req), "token.revoke", token_id)
         resp.status = 204
 
 
+def _storage(service, tenant: str):
+    try:
+        return service.lock_manager(tenant).storage
+    except errors.NotFound:
+        raise falcon.HTTPNotFound(description=f"no tenant {tenant!r}") from None
+
+
+def _lock_out(lock: dict) -> dict:
+    owner = lock.get("owner") or b""
+    return {"token": lock["token"], "path": lock["root"],
+            "owner": owner.decode("utf-8", "replace") if isinstance(owner, bytes) else owner,
+            "principal": lock.get("principal") or "", "depth": lock.get("depth", "0"),
+            "scope": lock.get("scope", ""), "expires": lock.get("expire", -1)}
+
+
+class Locks(_Admin):
+    @spec.validate(query=LockQuery, resp=Answers(HTTP_200=LockList, **ADMIN_ERRORS),
+                   tags=["admin"])
+    def on_get(self, req, resp):
+        """The tenant's live WebDAV locks."""
+        locks = _storage(self.service, req.context.query.tenant).all_locks()
+        resp.media = {"locks": [_lock_out(lock) for lock in locks]}
+
+
+class LockItem(_Admin):
+    @spec.validate(query=LockQuery, resp=Answers("HTTP_204", **ADMIN_ERRORS), tags=["admin"])
+    def on_delete(self, req, resp, token):
+        """Break a lock: it is gone at once, whoever holds it."""
+        tenant = req.context.query.tenant
+        storage = _storage(self.service, tenant)
+        if storage.get(token) is None:
+            raise falcon.HTTPNotFound(description=f"no lock {token!r} in tenant {tenant!r}")
+        storage.delete(token)
+        audit(principal_of(req), "lock.break", token, tenant=tenant)
+        resp.status = 204
+
+
 def add_routes(app, service) -> None:
+    app.add_route(f"{API}/locks", Locks(service))
+    app.add_route(f"{API}/locks/{{token}}", LockItem(service))
     app.add_route(f"{API}/tenants", Tenants(service))
     app.add_route(f"{API}/tenants/{{name}}", TenantItem(service))
     app.add_route(f"{API}/users", Users(service))

@@ -163,6 +163,28 @@ class RoleCheck:
                 description=f"role {principal.role} may not {req.method} here")
 
 
+class JsonOnly:
+    """Falcon middleware: a request that changes state carries a JSON body
+    (``Content-Type: application/json``) or none; uploads (paths under ``stream_prefix``)
+    carry bytes of any type. A form a page of another site can post without asking
+    (urlencoded, multipart, text/plain) is a 415."""
+
+    def __init__(self, stream_prefix: str):
+        self.stream_prefix = stream_prefix
+
+    def process_request(self, req, resp) -> None:
+        if req.method in ("GET", "HEAD", "OPTIONS") or \
+                (req.method == "PUT" and req.path.startswith(self.stream_prefix)):
+            return
+        media = (req.content_type or "").split(";", 1)[0].strip().lower()
+        has_body = (req.content_length or 0) > 0 or \
+            "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+        if media == "application/json" or (not media and not has_body):
+            return
+        raise falcon.HTTPUnsupportedMediaType(
+            description="a request that changes something here takes application/json")
+
+
 class BodyLimit:
     """Falcon middleware: a JSON body is read whole, so it may be at most ``MAX_JSON``
     bytes (413 otherwise). A chunked one is read here, up to the limit (Falcon alone would

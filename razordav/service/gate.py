@@ -20,9 +20,12 @@ does the HTTP side itself and hands the tenant's WsgiDAV app the user name throu
 that user name by WsgiDAV.
 
 Failures slow the next attempts down (``Backoff``): after 5 failures for one user name, or
-20 from one address, attempts within a doubling window (capped at a minute) get 429 without
-a password check, so guessing is slow and the real user waits a minute at most after the
-guessing stops.
+20 from one address, attempts within a doubling window get 429 without a password check
+(capped at a minute for an address, 30 s for a user name). Each attempt is counted before
+its check, so parallel guesses get 429 too; a success takes back only its own count. An
+address that logged in as a user skips that user's window (30 days), so guessing a
+password elsewhere never locks the user out where it works; from a new address the user
+waits at most 30 s after a failure.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import shutil
 import threading
 import time
 
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 REALM = "razordav"
 USER_KEY = "razordav.user"      # the WsgiDAV trusted_auth_header: not settable over HTTP
 HEALTH_PATHS = ("/healthz", "/readyz")
+USER_WAIT_CAP = 30.0     # the longest a user name's own window lasts, in seconds
+KNOWN_FOR = 30 * 86400   # an address that logged in as a user skips its window this long
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 ANONYMOUS = Principal("anonymous", "", "admin", "none")
 
 
@@ -74,6 +81,10 @@ class Service:
     def dav_app(self, tenant: str):
         return self._tenant(tenant)[1]
 
+    def lock_manager(self, tenant: str):
+        """The WsgiDAV lock manager of a tenant's WebDAV app (or of the one namespace)."""
+        return self.dav_app(tenant).wsgidav_app.lock_manager
+
     def volumes(self) -> dict:
         with self._lock:
             if self.registry is None:
@@ -88,8 +99,9 @@ class Service:
             raise
         with self._lock:
             if name not in self._volumes:
-                vol = self._open_volume(tenant_data_dir(self.main_volume.data_dir, name),
-                                        tenant_store_url(self.main_volume.store.url, name),
+                component = self.registry.tenant_dir(name)
+                vol = self._open_volume(tenant_data_dir(self.main_volume.data_dir, component),
+                                        tenant_store_url(self.main_volume.store.url, component),
                                         self._cache_share())
                 if hasattr(vol, "set_quota"):
                     vol.set_quota(tenant.quota_bytes, tenant.max_files)
@@ -108,6 +120,18 @@ class Service:
             if self._close_app is not None and app is not None:
                 self._close_app(app)
             vol.close()
+
+    def delete_tenant_data(self, name: str, component: str) -> int:
+        """Close a deleted tenant's volume and delete its data: the data dir and every
+        object under its store prefix. Returns how many objects went. (Its name made
+        again gets a new component: it would not open these even if they stayed.)"""
+        self._forget(name)
+        shutil.rmtree(tenant_data_dir(self.main_volume.data_dir, component), ignore_errors=True)
+        store = self.main_volume.store
+        keys = [info.key for info in store.list(f"tenants/{component}/")]
+        for i in range(0, len(keys), 1000):
+            store.delete_many(keys[i:i + 1000])
+        return len(keys)
 
     def _cache_share(self) -> int:
         """Each tenant's cache: an equal share of the configured size (at least 64 MiB)."""
@@ -162,46 +186,73 @@ class RegistryDC(TrustedDC):
 
 class Backoff:
     """Failure counts per key (an address, a user name); a key that failed more than
-    ``free`` times must wait a window doubling with each failure, up to ``cap`` seconds."""
+    ``free`` times must wait a window doubling with each failure, up to ``cap`` seconds.
+    Counts are forgotten ``forget`` seconds after the key's last failure.
 
-    def __init__(self, free: int = 5, base: float = 1.0, cap: float = 60.0):
-        self.free, self.base, self.cap = free, base, cap
+    ``begin`` checks and counts in one step: an attempt is counted as a failure before its
+    password is checked, so parallel guesses cannot all slip in under the budget; ``undo``
+    takes the count back when the attempt succeeded. A success never clears the failures
+    of others."""
+
+    def __init__(self, free: int = 5, base: float = 1.0, cap: float = 60.0,
+                 forget: float = 900.0):
+        self.free, self.base, self.cap, self.forget = free, base, cap, forget
         self._lock = threading.Lock()
         self._state: dict[str, tuple[int, float]] = {}   # key -> (failures, last failure)
 
+    def _failures(self, key: str, now: float) -> tuple[int, float]:
+        failures, last = self._state.get(key, (0, 0.0))
+        return (0, 0.0) if now - last > self.forget else (failures, last)
+
     def wait(self, key: str) -> float:
         """Seconds ``key`` must still wait (0: go ahead)."""
+        now = time.monotonic()
         with self._lock:
-            failures, last = self._state.get(key, (0, 0.0))
+            failures, last = self._failures(key, now)
+        return self._window(failures, last, now)
+
+    def _window(self, failures: int, last: float, now: float) -> float:
         if failures <= self.free:
             return 0.0
-        window = min(self.cap, self.base * 2 ** (failures - self.free - 1))
-        return max(0.0, last + window - time.monotonic())
+        return max(0.0, last + min(self.cap, self.base * 2 ** (failures - self.free - 1)) - now)
 
-    def failed(self, key: str) -> None:
+    def begin(self, key: str) -> float:
+        """0 and the attempt counted as a failure, or the seconds still to wait."""
+        now = time.monotonic()
         with self._lock:
-            failures, _ = self._state.get(key, (0, 0.0))
-            self._state[key] = (failures + 1, time.monotonic())
-            if len(self._state) > 100_000:     # forget the oldest half rather than grow
-                for k in sorted(self._state, key=lambda k: self._state[k][1])[:50_000]:
-                    del self._state[k]
+            failures, last = self._failures(key, now)
+            wait = self._window(failures, last, now)
+            if not wait:
+                self._state[key] = (failures + 1, now)
+                if len(self._state) > 100_000:     # forget the oldest half rather than grow
+                    for k in sorted(self._state, key=lambda k: self._state[k][1])[:50_000]:
+                        del self._state[k]
+            return wait
 
-    def succeeded(self, key: str) -> None:
+    def undo(self, key: str) -> None:
         with self._lock:
-            self._state.pop(key, None)
+            failures, last = self._state.get(key, (0, 0.0))
+            if failures > 1:
+                self._state[key] = (failures - 1, last)
+            else:
+                self._state.pop(key, None)
 
 
 class Gate:
     def __init__(self, service: Service, basic: bool = True, jwt=None, api_app=None,
-                 metrics_app=None, metrics_token: str | None = None):
+                 metrics_app=None, metrics_token: str | None = None,
+                 allowed_origins: list[str] | tuple = ()):
         self.service = service
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self.dc = RegistryDC(service.registry) if basic else None
         self.jwt = jwt
         self.api_app = api_app
         self.metrics_app = metrics_app
         self.metrics_token = metrics_token
         # An address may hide many people (NAT, a proxy): it gets more tries than a name.
-        self.backoff = {"addr": Backoff(free=20), "user": Backoff(free=5)}
+        self.backoff = {"addr": Backoff(free=20), "user": Backoff(free=5, cap=USER_WAIT_CAP)}
+        self._known: dict[tuple[str, str], float] = {}   # (address, user) -> last success
+        self._known_lock = threading.Lock()
         schemes = ([f'Basic realm="{REALM}", charset="UTF-8"'] if basic else []) + \
             ([f'Bearer realm="{REALM}"'] if jwt is not None else [])
         self._challenges = [("WWW-Authenticate", s) for s in schemes]
@@ -214,6 +265,9 @@ class Gate:
             return self.api_app(environ, start_response)
         if path == "/metrics" and self.metrics_app is not None and self._metrics_token(environ):
             return self.metrics_app(environ, start_response)
+        refused = self._foreign(environ)
+        if refused:
+            return reply(start_response, "403 Forbidden", refused)
         principal, wait = self._authenticate(environ)
         if wait:
             return reply(start_response, "429 Too Many Requests",
@@ -222,8 +276,13 @@ class Gate:
         if principal is None:
             return reply(start_response, "401 Unauthorized", "authentication required",
                            headers=self._challenges)
+        if not principal.may_reach(path):
+            return reply(start_response, "403 Forbidden",
+                         "this app token may only reach files (its scope is files)")
         environ[PRINCIPAL_KEY] = principal
-        environ[USER_KEY] = principal.user
+        # lock tokens are bound to this: a JWT "alice" is not the registry's "alice"
+        environ[USER_KEY] = principal.user if principal.via in ("basic", "token") else \
+            f"{principal.via}:{principal.user}"
         if path == "/metrics" and self.metrics_app is not None:
             if principal.role != "admin":
                 return reply(start_response, "403 Forbidden", "metrics are for admins")
@@ -246,6 +305,23 @@ class Gate:
             return reply(start_response, "503 Service Unavailable",
                            f"tenant {principal.tenant} is not available")
         return app(environ, start_response)
+
+    def _foreign(self, environ) -> str | None:
+        """Why a request that may change state comes from a page of another site, if it
+        does: its ``Origin`` is neither the gateway's own nor allowed, or the browser says
+        ``Sec-Fetch-Site: cross-site`` (or ``same-site``) for an origin not allowed. A
+        browser with cached Basic credentials would otherwise send them along (CSRF)."""
+        if environ.get("REQUEST_METHOD", "GET").upper() in SAFE_METHODS:
+            return None
+        origin = environ.get("HTTP_ORIGIN", "").strip().rstrip("/").lower()
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://" \
+              f"{environ.get('HTTP_HOST', '')}".lower()
+        if origin and origin != own and origin not in self.allowed_origins:
+            return f"requests from pages of {origin} may not change anything here"
+        site = environ.get("HTTP_SEC_FETCH_SITE", "").strip().lower()
+        if site in ("cross-site", "same-site") and origin not in self.allowed_origins:
+            return "requests from pages of another site may not change anything here"
+        return None
 
     def _metrics_token(self, environ) -> bool:
         header = environ.get("HTTP_AUTHORIZATION", "")
@@ -270,15 +346,35 @@ class Gate:
         return None, 0.0
 
     def _checked(self, environ, user: str | None, check) -> tuple[Principal | None, float]:
-        keys = [("addr", environ.get("REMOTE_ADDR", ""))] + ([("user", user)] if user else [])
-        wait = max(self.backoff[kind].wait(key) for kind, key in keys)
-        if wait:
-            return None, wait
-        principal = check() or None
+        """Check credentials within the backoff budgets: the address's always, the user
+        name's unless this address logged in as that user before (so guessing a user's
+        password from elsewhere does not lock the user out where it works)."""
+        addr = environ.get("REMOTE_ADDR", "")
+        keys = [("addr", addr)]
+        if user and not self._is_known(addr, user):
+            keys.append(("user", user))
+        begun = []
         for kind, key in keys:
-            backoff = self.backoff[kind]
-            (backoff.succeeded if principal else backoff.failed)(key)
+            wait = self.backoff[kind].begin(key)
+            if wait:
+                for k in begun:
+                    self.backoff[k[0]].undo(k[1])
+                return None, wait
+            begun.append((kind, key))
+        principal = check() or None
         if principal is None:
-            log.info("failed login from %s%s", environ.get("REMOTE_ADDR", "?"),
-                     f" as {user!r}" if user else "")
+            log.info("failed login from %s%s", addr or "?", f" as {user!r}" if user else "")
+            return None, 0.0
+        for kind, key in begun:
+            self.backoff[kind].undo(key)
+        if user:
+            with self._known_lock:
+                if len(self._known) > 100_000:
+                    self._known.clear()
+                self._known[(addr, user)] = time.monotonic()
         return principal, 0.0
+
+    def _is_known(self, addr: str, user: str) -> bool:
+        with self._known_lock:
+            seen = self._known.get((addr, user))
+        return seen is not None and time.monotonic() - seen < KNOWN_FOR

@@ -46,14 +46,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..core import errors
 from ..core.tree import Tree
-from . import ROLES, Principal
-from .tenants import check_tenant_name
+from . import ROLES, TOKEN_SCOPES, Principal
+from .tenants import check_tenant_dir, check_tenant_name, new_tenant_dir
 
-_USER = re.compile(r"^[A-Za-z0-9_@][A-Za-z0-9._@-]{0,63}$")
-_TOKEN = re.compile(r"^rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_USER = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9._@-]{0,63}")
+_TOKEN = re.compile(r"rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 TOKEN_PREFIX = "rzt_"
 MAX_PASSWORD = 1024          # characters; longer ones are refused, not truncated
 MAX_LABEL = 100
+DIR_KEY = "tenant_dir:"       # meta row of a tenant's directory component
+SCOPE_KEY = "token_scope:"   # meta row of a token's scope
+MAX_LIMIT = 2**63 - 1       # what SQLite's INTEGER holds
 MAX_CACHE = 10_000           # cached verifications; the oldest go first
 
 
@@ -91,7 +94,7 @@ class _Hit:
 
 
 def check_user_name(name: str) -> str:
-    if not isinstance(name, str) or not _USER.match(name):
+    if not isinstance(name, str) or not _USER.fullmatch(name):
         raise errors.InvalidArgument(
             f"invalid user name {name!r}: use 1 to 64 letters, digits, '.', '_', '@' or '-', "
             "not starting with '.' or '-'")
@@ -119,8 +122,9 @@ def check_password(password: str) -> str:
 def _check_limit(what: str, value: int | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise errors.InvalidArgument(f"{what} must be a whole number >= 0, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
+        raise errors.InvalidArgument(
+            f"{what} must be a whole number from 0 to {MAX_LIMIT}, not {value!r}")
     return value
 
 
@@ -171,6 +175,8 @@ class Registry:
                 raise errors.Exists(f"tenant {name!r} exists already")
             c.execute("INSERT INTO tenants VALUES (?, ?, ?, ?)",
                       (tenant.name, tenant.quota_bytes, tenant.max_files, tenant.created))
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                      (DIR_KEY + tenant.name, new_tenant_dir(tenant.name)))
         return tenant
 
     def set_tenant_limits(self, name: str, quota_bytes: int | None = None,
@@ -195,8 +201,15 @@ class Registry:
                       "(SELECT name FROM users WHERE tenant = ?)", (name,))
             c.execute("DELETE FROM users WHERE tenant = ?", (name,))
             c.execute("DELETE FROM tenants WHERE name = ?", (name,))
+            c.execute("DELETE FROM meta WHERE key = ?", (DIR_KEY + name,))
         self._forget(lambda hit: hit.user in users)
         return users
+
+    def tenant_dir(self, name: str) -> str:
+        """The directory and store prefix component of a tenant's volume: ``<name>.<hex>``
+        (a ``tenant_dir:<name>`` row in the replicated meta table, made with the tenant),
+        or the bare name for a tenant made before those rows existed."""
+        return check_tenant_dir(self.tree.meta(DIR_KEY + check_tenant_name(name), name))
 
     def tenants(self) -> list[Tenant]:
         return [Tenant(*r) for r in self.tree.db.reader().execute(
@@ -280,10 +293,15 @@ class Registry:
 
     # -- app tokens --
 
-    def create_token(self, user: str, label: str = "") -> tuple[str, str]:
+    def create_token(self, user: str, label: str = "", scope: str = "files") -> tuple[str, str]:
         """Make an app token for ``user``; return (token id, the whole token). The token is
-        shown this once: only a hash of its secret is kept."""
+        shown this once: only a hash of its secret is kept. ``scope``: "files" (WebDAV and
+        the REST file routes) or "all" (also what the user's role allows besides); kept
+        in the replicated ``meta`` table as ``token_scope:<id>``. Tokens made before scopes
+        existed have no such row and are "files"."""
         _check_label(label)
+        if scope not in TOKEN_SCOPES:
+            raise errors.InvalidArgument(f"invalid scope {scope!r}: use files or all")
         self.user(user)   # fail fast, before hashing
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         stored = self.hasher.hash(secret)
@@ -292,12 +310,15 @@ class Registry:
                 raise errors.NotFound(f"no user {user!r}")
             c.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
                       (token_id, user, label, stored, int(time.time())))
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                      (SCOPE_KEY + token_id, scope))
         return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
     def revoke_token(self, token_id: str) -> None:
         with self.tree.db.write() as c:
             if not c.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount:
                 raise errors.NotFound(f"no token {token_id!r}")
+            c.execute("DELETE FROM meta WHERE key = ?", (SCOPE_KEY + token_id,))
         self._forget(lambda hit: hit.token_id == token_id)
 
     def tokens(self, user: str) -> list[Token]:
@@ -325,8 +346,10 @@ class Registry:
         if found is None:
             return None
         user, token_id = found
-        return Principal(user.name, user.tenant, user.role,
-                         "basic" if token_id is None else "token")
+        if token_id is None:
+            return Principal(user.name, user.tenant, user.role, "basic")
+        return Principal(user.name, user.tenant, user.role, "token",
+                         self.tree.meta(SCOPE_KEY + token_id, "files"))
 
     def _verify(self, name, password) -> tuple[User, str | None] | None:
         if not isinstance(name, str) or not isinstance(password, str):
@@ -358,10 +381,10 @@ class Registry:
     def _stored_secret(self, name: str, password: str,
                        raw: bytes) -> tuple[str | None, str, bytes | str]:
         """(token id or None, the hash to verify against, the secret to verify)."""
-        if not _USER.match(name) or not password or len(password) > MAX_PASSWORD:
+        if not _USER.fullmatch(name) or not password or len(password) > MAX_PASSWORD:
             return None, self._dummy, raw[:MAX_PASSWORD]
         c = self.tree.db.reader()
-        m = _TOKEN.match(password)
+        m = _TOKEN.fullmatch(password)
         if m:
             row = c.execute("SELECT hash FROM tokens WHERE id = ? AND username = ?",
                             (m.group(1), name)).fetchone()

@@ -211,15 +211,20 @@ def test_malformed_content_length(unchanged):
     assert 400 <= status < 500
 
 
-def test_depth_infinity_on_a_huge_tree(tmp_path):
+def make_big_tree(data_dir) -> None:
+    """A volume whose /big holds more entries than PROPFIND Depth: infinity may list."""
     from razordav.core.volume import Volume
-    vol = Volume.open(tmp_path / "data", journal_interval=0)
+    vol = Volume.open(data_dir, journal_interval=0)
     vol.mkdir("/big")
     parent = vol.stat("/big").ino
     with vol.tree.db.write():
         for i in range(10_050):
             vol.tree.create(parent, f"f{i}")
     vol.close()
+
+
+def test_depth_infinity_on_a_huge_tree(tmp_path):
+    make_big_tree(tmp_path / "data")
     with RazorServer(tmp_path / "data") as s:
         r = requests.request("PROPFIND", s.url + "/", headers={"Depth": "infinity"})
         assert r.status_code == 403 and "propfind-finite-depth" in r.text

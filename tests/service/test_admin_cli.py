@@ -147,8 +147,19 @@ def test_clear_one_line_errors(inproc):
         tree.close()
 
 
+def _component(run, name):
+    """The tenant's directory and prefix component (<name>.<hex>)."""
+    tree, reg = registry(run.data)
+    try:
+        return reg.tenant_dir(name)
+    finally:
+        tree.close()
+
+
 def _tenant_volume(run, name, files):
-    vol = Volume.open(tenant_data_dir(run.data, name), tenant_store_url(run.store, name),
+    component = _component(run, name)
+    vol = Volume.open(tenant_data_dir(run.data, component),
+                      tenant_store_url(run.store, component),
                       block_size=64 * 1024, journal_interval=0)
     for path, data in files.items():
         vol.write_file(path, data)
@@ -164,7 +175,9 @@ def test_tenant_del_removes_users_data_dir_and_objects(run, inproc):
     ok(inproc("token", "create", "u-acme"))
     for name in ("acme", "acme2"):
         _tenant_volume(run, name, {"/a": b"a" * 100_000, "/b": b"b"}).close()
-    acme_store = open_store(tenant_store_url(run.store, "acme"))
+    acme = _component(run, "acme")
+    assert acme.startswith("acme.")
+    acme_store = open_store(tenant_store_url(run.store, acme))
     assert len(list(acme_store.list(""))) >= 4         # volume.json, lease, blocks, journal
     # a tenant's volume is fenced like the main one: its writer marked its lease term
     assert [o.key for o in acme_store.list("meta/term/")] == ["meta/term/" + "1".zfill(16)]
@@ -172,8 +185,8 @@ def test_tenant_del_removes_users_data_dir_and_objects(run, inproc):
                     not o.key.startswith("tenants/")}
 
     refusal = fails(inproc("tenant", "del", "acme"), "--yes")
-    assert "1 users" in refusal and tenant_store_url(run.store, "acme") in refusal
-    assert tenant_data_dir(run.data, "acme").exists()
+    assert "1 users" in refusal and tenant_store_url(run.store, acme) in refusal
+    assert tenant_data_dir(run.data, acme).exists()
 
     # An open volume (a running gateway) holds the tenant's lease: refused, nothing lost.
     vol = _tenant_volume(run, "acme", {})
@@ -188,8 +201,8 @@ def test_tenant_del_removes_users_data_dir_and_objects(run, inproc):
         tree.close()
 
     assert "deleted (1 user(s)" in ok(run("tenant", "del", "acme", "--yes"))
-    assert not tenant_data_dir(run.data, "acme").exists()
-    assert not Path(run.store[len("file://"):], "tenants", "acme").exists()
+    assert not tenant_data_dir(run.data, acme).exists()
+    assert not Path(run.store[len("file://"):], "tenants", acme).exists()
     tree, reg = registry(run.data)
     try:
         assert [t.name for t in reg.tenants()] == ["acme2"]
@@ -213,11 +226,12 @@ def test_tenant_del_cleans_up_leftovers_of_an_unregistered_tenant(inproc):
     ``tenant del`` finishes the job."""
     ok(run("tenant", "add", "acme"))
     _tenant_volume(run, "acme", {"/x": b"x"}).close()
+    acme = _component(run, "acme")
     tree, reg = registry(run.data)
     try:
         reg.del_tenant("acme")
     finally:
         tree.close()
     assert "0 user(s)" in ok(run("tenant", "del", "acme", "--yes"))
-    assert not tenant_data_dir(run.data, "acme").exists()
-    assert not Path(run.store[len("file://"):], "tenants", "acme").exists()
+    assert not tenant_data_dir(run.data, acme).exists()
+    assert not Path(run.store[len("file://"):], "tenants", acme).exists()

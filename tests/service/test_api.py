@@ -55,6 +55,17 @@ class StandInService:
     def volumes(self):
         return dict(self.tenants)
 
+    def delete_tenant_data(self, name, component):
+        return 0              # the stand-in's volumes are the fixture's to close and delete
+
+    def lock_manager(self, tenant):
+        """A lock manager over an empty lock table: nothing here is locked."""
+        from wsgidav.lock_man.lock_manager import LockManager
+        from wsgidav.lock_man.lock_storage import LockStorageDict
+        if not hasattr(self, "_locks"):
+            self._locks = LockManager(LockStorageDict())
+        return self._locks
+
     def principal(self, environ):
         return environ.get(PRINCIPAL_KEY)
 
@@ -665,13 +676,13 @@ def test_readyz_answers_503_when_metadata_or_store_fail(env):
     vol.lease.lost = True                       # as after a 412 on the lease
     try:
         body = problem(call(env, "GET", "/readyz", headers={}), 503)
-        assert "metadata" in body["detail"] and "globex" in body["detail"]
+        assert "globex" not in body["detail"]          # anyone may ask: names no tenant
     finally:
         vol.lease.lost = False
     store_dir = vol.data_dir / "store"
     store_dir.rename(vol.data_dir / "store-away")
     try:
-        assert "store" in problem(call(env, "GET", "/readyz", headers={}), 503)["detail"]
+        problem(call(env, "GET", "/readyz", headers={}), 503)
     finally:
         (vol.data_dir / "store-away").rename(store_dir)
     assert call(env, "GET", "/readyz", headers={}).status_code == 200

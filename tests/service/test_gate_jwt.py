@@ -98,8 +98,30 @@ def test_a_tenant_deleted_while_open_is_closed_then_its_data_can_go(server, issu
     assert r.status_code == 204, r.text
     r = requests.get(server.url + "/g.txt", headers=bearer(token))
     assert r.status_code == 403 and "globex" in r.text
-    # the gateway closed the volume (and gave up its lease), so the data can be deleted
+    # the gateway closed the volume (and gave up its lease) and deleted its data
     r = cli("tenant", "del", "globex", "--yes", data_dir=server.data_dir)
-    assert r.returncode == 0, r.stderr
-    assert not os.path.exists(os.path.join(server.data_dir, "tenants", "globex"))
-    assert os.path.exists(os.path.join(server.data_dir, "tenants", "acme"))
+    assert r.returncode == 1 and "no tenant 'globex'" in r.stderr
+    assert not [d for d in os.listdir(os.path.join(server.data_dir, "tenants"))
+                if d.startswith("globex")]
+    assert [d for d in os.listdir(os.path.join(server.data_dir, "tenants"))
+            if d.startswith("acme.")]
+
+
+def test_a_jwt_user_does_not_own_the_locks_of_a_basic_user_of_that_name(server, issuer):
+    alice = ("alice", PASSWORDS["alice"])
+    lockinfo = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b'</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
+    assert requests.put(server.url + "/mine.txt", data=b"v1", auth=alice).status_code == 201
+    r = requests.request("LOCK", server.url + "/mine.txt", data=lockinfo, auth=alice)
+    assert r.status_code == 200
+    lock = r.headers["Lock-Token"]
+    jwt_alice = bearer(issuer.token(claims={"sub": "alice"}))
+    r = requests.put(server.url + "/mine.txt", data=b"jwt", headers={**jwt_alice,
+                                                                     "If": f"({lock})"})
+    assert r.status_code in (403, 412, 423), r.status_code
+    r = requests.request("UNLOCK", server.url + "/mine.txt",
+                         headers={**jwt_alice, "Lock-Token": lock})
+    assert r.status_code in (403, 409), r.status_code
+    assert requests.get(server.url + "/mine.txt", auth=alice).content == b"v1"
+    assert requests.request("UNLOCK", server.url + "/mine.txt", auth=alice,
+                            headers={"Lock-Token": lock}).status_code == 204

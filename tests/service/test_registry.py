@@ -283,7 +283,7 @@ def test_tokens_create_verify_list_revoke(acme):
     reg = acme
     token_id, token = reg.create_token("alice", label="laptop rclone")
     assert token.startswith(f"rzt_{token_id}_") and len(token) == 4 + 16 + 1 + 43
-    assert reg.principal("alice", token) == Principal("alice", "acme", "writer", "token")
+    assert reg.principal("alice", token) == Principal("alice", "acme", "writer", "token", "files")
     assert reg.verify_password("alice", "correct horse")     # the password still works
     assert reg.tokens("alice") == [Token(token_id, "alice", "laptop rclone",
                                          reg.tokens("alice")[0].created)]
