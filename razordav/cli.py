@@ -146,7 +146,8 @@ def open_volume(opts: config.Options, **kw):
 
 
 def cmd_serve(opts: config.Options, args) -> int:
-    from .dav.app import Server, close_app
+    from .dav.app import close_app
+    from .web.server import Server
     loopback = _is_loopback(opts.host)
     if not loopback and opts.auth == "none" and not opts.insecure:
         raise UserError(f"refusing to listen on {opts.host} without authentication; "

@@ -37,16 +37,14 @@ import shutil
 import threading
 import time
 
-from wsgidav.dc.base_dc import BaseDomainController
-
 from ..core import errors
-from ..dav.edge import reply
+from ..dav.dc import REALM, TrustedDC
+from ..web.wsgi import reply
 from . import PRINCIPAL_KEY, Principal
 from .tenants import tenant_data_dir, tenant_store_url
 
 log = logging.getLogger(__name__)
 
-REALM = "razordav"
 USER_KEY = "razordav.user"      # the WsgiDAV trusted_auth_header: not settable over HTTP
 HEALTH_PATHS = ("/healthz", "/readyz")
 USER_WAIT_CAP = 30.0     # the longest a user name's own window lasts, in seconds
@@ -146,27 +144,6 @@ class Service:
                 vol.close()
             self._volumes.clear()
             self._apps.clear()
-
-
-class TrustedDC(BaseDomainController):
-    """The domain controller of a tenant's WsgiDAV app: every request is authenticated, and
-    WsgiDAV takes the user name the gate put under its ``trusted_auth_header``. A request
-    that reached the app without one (impossible through the gate) fails Basic auth."""
-
-    def __init__(self, wsgidav_app=None, config=None):
-        super().__init__(wsgidav_app, config)
-
-    def get_domain_realm(self, path_info, environ):
-        return REALM
-
-    def require_authentication(self, realm, environ):
-        return True
-
-    def supports_http_digest_auth(self):
-        return False      # digest needs the password in clear or an MD5 of it: not stored
-
-    def basic_auth_user(self, realm, user_name, password, environ):
-        return False
 
 
 class RegistryDC(TrustedDC):

@@ -25,7 +25,7 @@ from openapi_spec_validator import validate
 
 from razordav.core import errors
 from razordav.core.volume import Volume
-from razordav.dav.http import Connection
+from razordav.web.http import Connection
 from razordav.service import PRINCIPAL_KEY, Principal
 from razordav.service.api import make_api
 from razordav.service.registry import Registry
@@ -93,7 +93,7 @@ def env(tmp_path_factory):
                                               "globex": opened["globex"]}, registry)
     api = make_api(service)
     server = wsgi.Server(("127.0.0.1", 0), _as_gate(api), numthreads=4)
-    server.ConnectionClass = Connection   # the framing every face gets (dav/http.py)
+    server.ConnectionClass = Connection   # the framing every face gets (web/http.py)
     server.prepare()
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
