@@ -15,6 +15,7 @@ import socket
 import sys
 
 from . import __version__, config
+from .cmdline import common_options, setup_logging
 from .core import errors
 from .store import StoreError
 
@@ -25,23 +26,12 @@ class UserError(Exception):
     """An error the user can fix; printed as one line."""
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="YAML config file (flags override it)")
-    p.add_argument("--data-dir", help="metadata and cache directory (default ./razordav-data)")
-    p.add_argument("--store", help="object store URL: file:///path or s3://bucket/prefix "
-                                   "(default: a store inside the data dir)")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default $AWS_ENDPOINT_URL)")
-    p.add_argument("--cache-size", help="local block cache size, e.g. 10G")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="razordav", description="WebDAV gateway to S3.")
     parser.add_argument("--version", action="version", version=f"razordav {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the volume over WebDAV")
-    _common(serve)
+    common_options(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any)")
     serve.add_argument("--insecure", action="store_true", default=None,
@@ -63,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="FUSE mount option for --mount, e.g. -o allow_other")
 
     mnt = sub.add_parser("mount", help="mount the volume as a local file system (FUSE)")
-    _common(mnt)
+    common_options(mnt)
     mnt.add_argument("mountpoint", help="an empty directory to mount on")
     mnt.add_argument("-f", "--foreground", action="store_true",
                      help="stay in the foreground (default: return once mounted)")
@@ -74,14 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     mnt.add_argument("--tenant", help="mount this tenant's volume (with its quota)")
 
     restore = sub.add_parser("restore", help="rebuild a data dir from the bucket alone")
-    _common(restore)
+    common_options(restore)
 
     stats = sub.add_parser("stats", help="show a gateway's figures (queue, cache, errors)")
-    _common(stats)
+    common_options(stats)
     stats.add_argument("--json", action="store_true", help="print the raw JSON")
 
     fsck = sub.add_parser("fsck", help="verify the volume against its store")
-    _common(fsck)
+    common_options(fsck)
     fsck.add_argument("--full", action="store_true",
                       help="download every block and verify its checksum")
     fsck.add_argument("--repair", action="store_true",
@@ -90,18 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run even though another gateway holds the lease")
 
     from .service import admin_cli
-    admin_cli.add_subcommands(sub, _common)
+    admin_cli.add_subcommands(sub)
     return parser
-
-
-def _setup_logging(opts: config.Options, verbose: int, quiet: int) -> None:
-    levels = ["debug", "info", "warning", "error"]
-    idx = levels.index(opts.log_level.lower()) - verbose + quiet
-    level = levels[max(0, min(idx, len(levels) - 1))].upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":
-        for noisy in ("botocore", "boto3", "urllib3", "wsgidav", "sqlitedict", "s3transfer"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _pin_malloc_threshold() -> None:
@@ -505,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = config.load(args.config, flags)
     except config.ConfigError as exc:
         parser.error(str(exc))
-    _setup_logging(opts, args.verbose, args.quiet)
+    setup_logging(opts, args.verbose, args.quiet)
     _pin_malloc_threshold()
     _private_files(opts.data_dir)
     if args.command == "serve" and opts.auth != "none":

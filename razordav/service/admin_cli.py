@@ -13,9 +13,9 @@ so the volume descriptor in the store and the data dir agree from the start. Row
 while no gateway runs are shipped when one next starts.
 
 Errors the operator can fix end as one line, ``razordav: error: ...``, and exit status 1;
-bugs keep their traceback. Wiring into cli.py: ``add_subcommands(sub, _common)`` in
-``build_parser``, ``COMMANDS`` in the command table, and ``FLAGS`` added to the names that
-are not config options. Until then ``python -m razordav.service.admin_cli`` runs them.
+bugs keep their traceback. Wiring into cli.py: ``add_subcommands(sub)`` in
+``build_parser``, ``COMMANDS`` in the command table; ``python -m razordav.service.admin_cli``
+runs them alone.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .. import config
+from ..cmdline import common_options, setup_logging
 from ..core import errors
 from ..core.tree import Tree
 from ..core.volume import default_store_url
@@ -52,12 +53,12 @@ class AdminError(Exception):
 
 # -- the parser --
 
-def add_subcommands(subparsers, common) -> None:
-    """Add ``tenant``, ``user`` and ``token`` to ``subparsers``; ``common(p)`` adds
-    --data-dir, --store and the other shared options to each leaf parser."""
+def add_subcommands(subparsers) -> None:
+    """Add ``tenant``, ``user`` and ``token`` to ``subparsers``, each leaf parser with
+    --data-dir, --store and the other options every command takes."""
     def leaf(group, name, help):
         p = group.add_parser(name, help=help)
-        common(p)
+        common_options(p)
         return p
 
     tenant = subparsers.add_parser("tenant", help="add, list or delete tenants")
@@ -417,10 +418,9 @@ COMMANDS = {"tenant": cmd_tenant, "user": cmd_user, "token": cmd_token}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """These commands alone, as ``razordav`` runs them, until cli.py wires them in."""
-    from .. import cli
+    """These commands alone, as ``razordav`` runs them."""
     parser = argparse.ArgumentParser(prog="razordav")
-    add_subcommands(parser.add_subparsers(dest="command", required=True), cli._common)
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     flags = {k: v for k, v in vars(args).items()
              if k not in FLAGS and k not in ("command", "config", "verbose", "quiet")}
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = config.load(args.config, flags)
     except config.ConfigError as exc:
         parser.error(str(exc))
-    cli._setup_logging(opts, args.verbose, args.quiet)
+    setup_logging(opts, args.verbose, args.quiet)
     return COMMANDS[args.command](opts, args)
 
 
