@@ -247,13 +247,14 @@ def cmd_mount(opts: config.Options, args) -> int:
 
 def _mount(opts: config.Options, args, ready) -> int:
     from .fuse import MountError, mount
-    quota = None
+    tenant = None
     if args.tenant:
-        opts, quota = _tenant_options(opts, args.tenant)
+        opts, tenant = _tenant_options(opts, args.tenant)
     vol = open_volume(opts, takeover=args.takeover)
     try:
-        if quota is not None:
-            vol.set_quota(*quota)
+        if tenant is not None:
+            from .service.tenancy import apply_limits
+            apply_limits(vol, tenant)
         mount(vol, args.mountpoint, fuse_options=args.fuse_options or (), ready=ready)
     except MountError as exc:
         raise UserError(str(exc)) from None
@@ -263,31 +264,32 @@ def _mount(opts: config.Options, args, ready) -> int:
 
 
 def _tenant_options(opts: config.Options, name: str):
-    """The options of a tenant's volume, and its quota, read from the registry in the main
-    volume's database (which a running gateway may hold: only read here)."""
+    """The options of a tenant's volume, and its registry row (for its limits), read from
+    the registry in the main volume's database (which a running gateway may hold: only
+    read here)."""
     from pathlib import Path
 
     from .core.tree import Tree
     from .core.volume import default_store_url
     from .service.registry import Registry
-    from .service.tenants import tenant_data_dir, tenant_store_url
+    from .service.tenancy import Tenancy
     db = Path(opts.data_dir) / "meta.db"
     if not db.exists():
         raise UserError(f"{opts.data_dir} holds no volume, so no tenant {name!r}")
     tree = Tree(db)
     try:
-        tenant = Registry(tree).tenant(name)
-        component = Registry(tree).tenant_dir(name)
+        registry = Registry(tree)
+        tenant = registry.tenant(name)
+        place = Tenancy(registry, opts.data_dir,
+                        opts.store or default_store_url(opts.data_dir)).place(name)
     except errors.NotFound:
         raise UserError(f"no tenant {name!r} (razordav tenant list shows them)") from None
     except errors.FsError as exc:
         raise UserError(str(exc)) from None
     finally:
         tree.close()
-    store = opts.store or default_store_url(opts.data_dir)
-    opts = dataclasses.replace(opts, data_dir=str(tenant_data_dir(opts.data_dir, component)),
-                               store=tenant_store_url(store, component))
-    return opts, (tenant.quota_bytes, tenant.max_files)
+    opts = dataclasses.replace(opts, data_dir=str(place.data_dir), store=place.store_url)
+    return opts, tenant
 
 
 def _mount_in_background(opts: config.Options, args) -> int:
@@ -379,29 +381,15 @@ def cmd_restore(opts: config.Options, args) -> int:
 
 def _restore_tenants(opts: config.Options, store, data_dir, progress) -> list[str]:
     """Each tenant named in the restored registry is a volume of its own: restore it too."""
-    from .core import journal
     from .core.tree import Tree
     from .service.registry import Registry
-    from .service.tenants import tenant_data_dir, tenant_store_url
-    from .store import NotFound, open_store
+    from .service.tenancy import Tenancy
     tree = Tree(data_dir / "meta.db")
     try:
-        registry = Registry(tree)
-        names = [t.name for t in registry.tenants()]
-        components = {name: registry.tenant_dir(name) for name in names}
+        return Tenancy(Registry(tree), data_dir, store.url).restore_all(
+            progress, endpoint=opts.s3_endpoint)
     finally:
         tree.close()
-    for name in names:
-        tenant_store = open_store(tenant_store_url(store.url, components[name]),
-                                  endpoint=opts.s3_endpoint)
-        try:
-            tenant_store.get("volume.json")
-        except NotFound:
-            continue        # a tenant that never stored anything has nothing to restore
-        target = tenant_data_dir(data_dir, components[name])
-        target.mkdir(parents=True, exist_ok=True)
-        journal.restore(tenant_store, target / "meta.db", progress)
-    return names
 
 
 def cmd_stats(opts: config.Options, args) -> int:

@@ -1,8 +1,9 @@
 """The operator's commands for the registry: ``razordav tenant|user|token ...``.
 
-Owns: argument parsing for these three commands, reading passwords from standard input,
-and deleting a tenant's data (its data dir and every object under its store prefix).
-The rows and the rules about names, roles and secrets are registry.py's.
+Owns: argument parsing for these commands, reading passwords from standard input, and
+refusing to delete a tenant whose volume a running gateway holds. The rows and the rules
+about names, roles and secrets are registry.py's; where a tenant's data lives and
+deleting it, tenancy.py's.
 
 Which database: the MAIN volume's ``<data_dir>/meta.db``. Operators run these commands
 while ``razordav serve`` runs, so the tree is opened directly (SQLite WAL lets two processes
@@ -23,8 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
-import os
-import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -38,9 +37,8 @@ from ..core.tree import Tree
 from ..core.volume import default_store_url
 from ..store import StoreError, open_store
 from .registry import Registry, check_role, check_user_name
-from .tenants import check_tenant_dir, check_tenant_name, tenant_data_dir, tenant_store_url
-
-DELETE_BATCH = 1000
+from .tenancy import Tenancy
+from .tenants import check_tenant_name
 
 # argparse destinations of these commands: none of them is a config option.
 FLAGS = frozenset({"admin_action", "name", "tenant", "role", "password_stdin", "quota",
@@ -223,78 +221,46 @@ def _tenant_list(opts, args) -> int:
 
 def _tenant_del(opts, args) -> int:
     name = check_tenant_name(args.name)
-    store_url = opts.store or default_store_url(opts.data_dir)
-    with _registry(opts) as reg:
-        registered = name in {t.name for t in reg.tenants()}
-        users = reg.users(name)
-        # the registered tenant's data, and any left by earlier tenants of that name
-        components = {reg.tenant_dir(name)} | _leftovers(opts.data_dir, name)
-        places = [(tenant_data_dir(opts.data_dir, c), tenant_store_url(store_url, c))
-                  for c in sorted(components)]
-        if not registered and not any(d.exists() or _prefix_has_objects(u, opts)
-                                      for d, u in places):
-            raise AdminError(f"no tenant {name!r}")
-        if not args.yes:
-            raise AdminError(
-                f"deleting tenant {name!r} removes its {len(users)} users and their tokens, "
-                f"{', '.join(str(d) for d, _ in places)} and every object under "
-                f"{', '.join(u for _, u in places)}; run again with --yes to do it")
-        for _, url in places:
-            _refuse_if_open(url, opts)
-        if registered:
-            reg.del_tenant(name)
-    deleted = 0
-    for data_dir, url in places:
-        deleted += _delete_prefix(url, opts)
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
+    store = open_store(opts.store or default_store_url(opts.data_dir), endpoint=opts.s3_endpoint)
+    try:
+        with _registry(opts) as reg:
+            registered = name in {t.name for t in reg.tenants()}
+            users = reg.users(name)
+            # the registered tenant's data, and any left by earlier tenants of that name
+            tenancy = Tenancy(reg, opts.data_dir, store.url)
+            places = tenancy.places(name)
+            if not registered and not any(p.data_dir.exists() or _has_objects(store, p.prefix)
+                                          for p in places):
+                raise AdminError(f"no tenant {name!r}")
+            if not args.yes:
+                raise AdminError(
+                    f"deleting tenant {name!r} removes its {len(users)} users and their "
+                    f"tokens, {', '.join(str(p.data_dir) for p in places)} and every object "
+                    f"under {', '.join(p.store_url for p in places)}; run again with --yes "
+                    "to do it")
+            for place in places:
+                _refuse_if_open(place.store_url, opts)
+            if registered:
+                reg.del_tenant(name)
+        deleted = sum(tenancy.delete_data(place, store) for place in places)
+    finally:
+        store.close()
     print(f"razordav: tenant {name} deleted ({len(users)} user(s), {deleted} object(s))")
     return 0
 
 
-def _leftovers(data_dir, name: str) -> set[str]:
-    """Components of data dirs of deleted tenants called ``name`` (``<name>.<hex>``)."""
-    try:
-        found = os.listdir(Path(data_dir) / "tenants")
-    except FileNotFoundError:
-        return set()
-    return {c for c in found if c.split(".", 1)[0] == name and _is_component(c)}
-
-
-def _is_component(component: str) -> bool:
-    try:
-        check_tenant_dir(component)
-        return True
-    except errors.InvalidArgument:
-        return False
-
-
-def _open_tenant_store(url: str, opts):
-    """The tenant's store, or None when it is a local directory that was never made (so
-    looking does not create it)."""
-    parts = urlsplit(url)
-    if parts.scheme == "file" and not Path(unquote(parts.path)).is_dir():
-        return None
-    return open_store(url, endpoint=opts.s3_endpoint)
-
-
-def _prefix_has_objects(url: str, opts) -> bool:
-    store = _open_tenant_store(url, opts)
-    if store is None:
-        return False
-    try:
-        return next(iter(store.list("")), None) is not None
-    finally:
-        store.close()
+def _has_objects(store, prefix: str) -> bool:
+    return next(iter(store.list(prefix)), None) is not None
 
 
 def _refuse_if_open(url: str, opts) -> None:
     """A live lease means a running gateway has the tenant's volume open: deleting under it
     would only have it write the data back."""
     from ..core.lease import live_holder
-    store = _open_tenant_store(url, opts)
-    if store is None:
-        return
+    parts = urlsplit(url)
+    if parts.scheme == "file" and not Path(unquote(parts.path)).is_dir():
+        return       # never made (and looking must not make it)
+    store = open_store(url, endpoint=opts.s3_endpoint)
     try:
         held = live_holder(store)
     finally:
@@ -304,29 +270,6 @@ def _refuse_if_open(url: str, opts) -> None:
             f"the tenant's volume is open in a running gateway ({held.get('host')}, pid "
             f"{held.get('pid')}, lease {held['expires'] - time.time():.0f} s more); stop it "
             "or let it close the volume, then try again")
-
-
-def _delete_prefix(url: str, opts) -> int:
-    """Delete every object under ``url`` in batches; return how many."""
-    store = _open_tenant_store(url, opts)
-    if store is None:
-        return 0
-    count, batch = 0, []
-    try:
-        for info in store.list(""):
-            batch.append(info.key)
-            if len(batch) >= DELETE_BATCH:
-                store.delete_many(batch)
-                count, batch = count + len(batch), []
-        if batch:
-            store.delete_many(batch)
-            count += len(batch)
-    finally:
-        store.close()
-    parts = urlsplit(url)
-    if parts.scheme == "file":   # a local store leaves its (now empty) directories behind
-        shutil.rmtree(unquote(parts.path), ignore_errors=True)
-    return count
 
 
 # -- user --

@@ -55,8 +55,15 @@ class StandInService:
     def volumes(self):
         return dict(self.tenants)
 
-    def delete_tenant_data(self, name, component):
-        return 0              # the stand-in's volumes are the fixture's to close and delete
+    def delete_tenant(self, name):
+        # the stand-in's volumes are the fixture's to close and delete
+        return self.registry.del_tenant(name), 0
+
+    def set_tenant_limits(self, name, quota_bytes, max_files):
+        tenant = self.registry.set_tenant_limits(name, quota_bytes, max_files)
+        if name in self.tenants:
+            self.tenants[name].set_quota(tenant.quota_bytes, tenant.max_files)
+        return tenant
 
     def lock_manager(self, tenant):
         """A lock manager over an empty lock table: nothing here is locked."""
