@@ -12,7 +12,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .dc import TrustedDC
 from .edge import Edge
-from .locks import AtomicLock, SqliteLockStorage
+from .locks import LOCK_DB, AtomicLock, SqliteLockStorage
 from .provider import RazorProvider
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
         auth = {"domain_controller": TrustedDC, "trusted_auth_header": trusted_user_key}
     else:
         auth = {"domain_controller": None}   # anonymous: simple_dc's "*"
-    locks = SqliteLockStorage(lock_db or str(volume.data_dir / "locks.sqlite"),
+    locks = SqliteLockStorage(lock_db or str(volume.data_dir / LOCK_DB),
                               max_timeout=lock_timeout_max)
     config = {
         "provider_mapping": {"/": RazorProvider(volume)},

@@ -1,4 +1,5 @@
-"""The operator's commands for the registry: ``razordav tenant|user|token ...``.
+"""The operator's commands for the registry and WebDAV locks: ``razordav
+tenant|user|token|lock ...``.
 
 Owns: argument parsing for these commands, reading passwords from standard input, and
 refusing to delete a tenant whose volume a running gateway holds. The rows and the rules
@@ -35,6 +36,7 @@ from ..cmdline import common_options, setup_logging
 from ..core import errors
 from ..core.tree import Tree
 from ..core.volume import default_store_url
+from ..dav.locks import LOCK_DB, SqliteLockStorage
 from ..store import StoreError, open_store
 from .registry import Registry, check_role, check_user_name
 from .tenancy import Tenancy
@@ -42,7 +44,7 @@ from .tenants import check_tenant_name
 
 # argparse destinations of these commands: none of them is a config option.
 FLAGS = frozenset({"admin_action", "name", "tenant", "role", "password_stdin", "quota",
-                   "max_files", "yes", "label", "token_id", "scope"})
+                   "max_files", "yes", "label", "token_id", "scope", "token"})
 
 
 class AdminError(Exception):
@@ -100,6 +102,15 @@ def add_subcommands(subparsers) -> None:
     p = leaf(ks, "list", "list a user's tokens (never their secrets)")
     p.add_argument("name", metavar="USER")
 
+    lock = subparsers.add_parser("lock", help="list or break WebDAV locks")
+    ls = lock.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    p = leaf(ls, "list", "list the live WebDAV locks of every tenant, or of one")
+    p.add_argument("--tenant", help="only this tenant's locks")
+    p = leaf(ls, "break", "break a WebDAV lock: its holder loses it at once, running "
+                          "gateway or not")
+    p.add_argument("token", metavar="TOKEN", help="as listed, e.g. opaquelocktoken:...")
+    p.add_argument("--tenant", help="the tenant whose lock it is (default: look in all)")
+
 
 # -- plumbing --
 
@@ -109,7 +120,7 @@ def _one_line_errors(fn):
     def run(opts: config.Options, args) -> int:
         try:
             status = fn(opts, args)
-            if args.admin_action in ("add", "del", "passwd", "create", "revoke"):
+            if args.admin_action in ("add", "del", "passwd", "create", "revoke", "break"):
                 _audit(opts, args)
             return status
         except StoreError as exc:
@@ -126,7 +137,8 @@ def _audit(opts: config.Options, args) -> None:
     the operator's login and never a secret."""
     from . import Principal
     from .metrics import audit_line
-    target = getattr(args, "name", None) or getattr(args, "token_id", "")
+    target = getattr(args, "name", None) or getattr(args, "token_id", None) or \
+        getattr(args, "token", "")
     details = {k: getattr(args, k) for k in ("tenant", "role", "quota", "max_files", "label")
                if getattr(args, k, None) is not None}
     line = audit_line(Principal(getpass.getuser(), "", "admin", "cli"),
@@ -189,7 +201,7 @@ def _when(seconds: int) -> str:
 
 def _table(header: tuple, rows: list[tuple]) -> None:
     rows = [tuple(str(v) for v in r) for r in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(str(h)), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
@@ -357,7 +369,72 @@ def _token_list(opts, args) -> int:
     return 0
 
 
-COMMANDS = {"tenant": cmd_tenant, "user": cmd_user, "token": cmd_token}
+# -- lock --
+# A lock table is a SQLite file in its volume's data dir, which a running gateway reads
+# through on every lock check (dav/locks.py): a lock broken here is gone for it at once.
+
+@_one_line_errors
+def cmd_lock(opts: config.Options, args) -> int:
+    return {"list": _lock_list, "break": _lock_break}[args.admin_action](opts, args)
+
+
+def _lock_tables(opts, tenant: str | None) -> list[tuple[str, Path]]:
+    """(tenant, lock table) of one tenant, or of every tenant and of the main volume (a
+    gateway without --auth); only tables that exist (a volume never served has none)."""
+    data_dir = Path(opts.data_dir)
+    if not (data_dir / "meta.db").exists():
+        raise AdminError(f"{data_dir} holds no volume")
+    tree = Tree(data_dir / "meta.db")
+    try:
+        tenancy = Tenancy(Registry(tree), data_dir, opts.store or default_store_url(data_dir))
+        names = [tenant] if tenant is not None else [t.name for t in tenancy.registry.tenants()]
+        tables = [(n, tenancy.place(n).data_dir / LOCK_DB) for n in names]
+    finally:
+        tree.close()
+    if tenant is None:
+        tables.insert(0, ("", data_dir / LOCK_DB))
+    return [(name, path) for name, path in tables if path.exists()]
+
+
+@contextmanager
+def _lock_storage(path: Path):
+    storage = SqliteLockStorage(str(path))
+    storage.open()
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+def _lock_list(opts, args) -> int:
+    rows = []
+    for tenant, path in _lock_tables(opts, args.tenant):
+        with _lock_storage(path) as storage:
+            rows += [(tenant or "-", lock["token"], lock["root"], lock.get("principal") or "-",
+                      lock.get("depth", "0"), lock.get("scope", ""),
+                      _when(int(lock.get("expire", 0))))
+                     for lock in sorted(storage.all_locks(), key=lambda lock: lock["root"])]
+    _table(("TENANT", "TOKEN", "PATH", "HOLDER", "DEPTH", "SCOPE", "EXPIRES (UTC)"), rows)
+    return 0
+
+
+def _lock_break(opts, args) -> int:
+    for tenant, path in _lock_tables(opts, args.tenant):
+        with _lock_storage(path) as storage:
+            lock = storage.get(args.token)
+            if lock is None:
+                continue
+            storage.delete(args.token)
+        args.tenant = tenant or None     # for the audit line
+        print(f"razordav: lock {args.token} on {lock['root']} broken"
+              f"{f' (tenant {tenant})' if tenant else ''}; {lock.get('principal') or '-'} "
+              "no longer holds it")
+        return 0
+    where = f" in tenant {args.tenant!r}" if args.tenant else ""
+    raise AdminError(f"no live lock {args.token!r}{where} (razordav lock list shows them)")
+
+
+COMMANDS = {"tenant": cmd_tenant, "user": cmd_user, "token": cmd_token, "lock": cmd_lock}
 
 
 def main(argv: list[str] | None = None) -> int:
