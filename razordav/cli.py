@@ -362,6 +362,7 @@ def cmd_restore(opts: config.Options, args) -> int:
     from tqdm import tqdm
 
     from .core import journal
+    from .service import registry  # noqa: F401  (declares its tables before the replay)
     from .store import open_store
     data_dir = Path(opts.data_dir)
     if (data_dir / "meta.db").exists():
