@@ -137,7 +137,7 @@ def test_blocks_are_deleted_only_after_the_unlink_is_shipped(open_volume):
 def test_second_gateway_is_refused_then_takes_over(open_volume, tmp_path):
     first = open_volume("one", lease_ttl=3)
     first.write_file("/x", b"shipped")
-    first.shipper.run_once()
+    first.collect_garbage()                       # uploaded and shipped
     (tmp_path / "two").mkdir()
     restore(open_store((tmp_path / "store").as_uri()), tmp_path / "two" / "meta.db")
     with pytest.raises(errors.VolumeError, match="in use by another gateway"):
