@@ -61,6 +61,10 @@ class Volume:
         self.shipper: Shipper | None = None
         self.publisher = Publisher(tree, self.extents, cache, codec, workers)
         self.files: OpenFiles | None = None     # the write buffers, from ``open`` on
+        # ``lock_check(path)`` raises ``errors.Locked`` when a WebDAV lock covers ``path``;
+        # set by the wiring that owns the lock storage (cli), asked by faces that send no
+        # lock tokens (FUSE). None: no locks to honour.
+        self.lock_check = None
         self._locks_lock = threading.Lock()
         self._open_readers: dict[int, int] = {}
         self._closed = False
@@ -240,6 +244,24 @@ class Volume:
 
     def parent_of(self, ino: int) -> int:
         return self.tree.parent_of(ino)
+
+    def path_of(self, ino: int) -> str:
+        """A path of ``ino`` (of a hard-linked file: one of them)."""
+        return self.tree.path_of(ino)
+
+    def check_unlocked(self, ino: int, name: str | None = None) -> None:
+        """Raise ``errors.Locked`` when a WebDAV lock covers inode ``ino`` (with ``name``: the
+        entry ``name`` in directory ``ino``, and the directory's membership)."""
+        if self.lock_check is None:
+            return
+        try:
+            path = self.tree.path_of(ino)
+        except errors.NotFound:
+            return                           # unlinked while open: nobody can lock it
+        if name is not None:
+            self.lock_check(path)            # adding or removing a member changes the parent
+            path = path.rstrip("/") + "/" + name
+        self.lock_check(path)
 
     def mknod(self, parent: int, name: str, mode: int, **kw) -> Attr:
         self.cache.touch()

@@ -298,6 +298,7 @@ class RazorOps(pyfuse3.Operations):
         return self._entry(await self._run(self._setattr, inode, attr, fields, quick=quick))
 
     def _setattr(self, ino: int, new, fields) -> Attr:
+        self.vol.check_unlocked(ino)
         changes = {}
         if fields.update_mode:
             changes["mode"] = stat.S_IFMT(self.vol.getattr(ino).mode) | (new.st_mode & 0o7777)
@@ -347,6 +348,7 @@ class RazorOps(pyfuse3.Operations):
                                                 {"target": target}))
 
     def _make(self, parent: int, name: str, mode: int, ctx, extra: dict) -> Attr:
+        self.vol.check_unlocked(parent, name)
         uid, gid, mode = self._owner(parent, mode, ctx)
         return self.vol.mknod(parent, name, mode, uid=uid, gid=gid, **extra)
 
@@ -375,28 +377,46 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        attr = await self._run(self.vol.link, inode, new_parent_inode, _name(new_name))
+        attr = await self._run(self._link, inode, new_parent_inode, _name(new_name))
         return self._looked_up(self.files.overlay(attr))
+
+    def _link(self, ino: int, parent: int, name: str) -> Attr:
+        self.vol.check_unlocked(parent, name)
+        return self.vol.link(ino, parent, name)
 
     @_translated
     async def unlink(self, parent_inode, name, ctx):
-        await self._run(self.vol.unlink_at, parent_inode, _name(name), self._keep)
+        await self._run(self._unlink, parent_inode, _name(name))
+
+    def _unlink(self, parent: int, name: str) -> int:
+        self.vol.check_unlocked(parent, name)
+        return self.vol.unlink_at(parent, name, self._keep)
 
     @_translated
     async def rmdir(self, parent_inode, name, ctx):
-        self._gone(await self._run(self.vol.rmdir_at, parent_inode, _name(name), self._keep))
+        self._gone(await self._run(self._rmdir, parent_inode, _name(name)))
+
+    def _rmdir(self, parent: int, name: str) -> int:
+        self.vol.check_unlocked(parent, name)
+        return self.vol.rmdir_at(parent, name, self._keep)
 
     @_translated
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags & ~_RENAME_FLAGS:
             raise pyfuse3.FUSEError(errno.EINVAL)   # RENAME_WHITEOUT: overlayfs only
         replaced = await self._run(
-            functools.partial(self.vol.rename_at, parent_inode_old, _name(name_old),
+            functools.partial(self._rename, parent_inode_old, _name(name_old),
                               parent_inode_new, _name(name_new),
                               replace=not flags & pyfuse3.RENAME_NOREPLACE,
                               exchange=bool(flags & pyfuse3.RENAME_EXCHANGE), keep=self._keep))
         if replaced is not None and not self._exists(replaced):
             self._gone(replaced)
+
+    def _rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
+                **kw) -> int | None:
+        self.vol.check_unlocked(old_parent, old_name)
+        self.vol.check_unlocked(new_parent, new_name)
+        return self.vol.rename_at(old_parent, old_name, new_parent, new_name, **kw)
 
     def _exists(self, ino: int) -> bool:
         try:
@@ -417,6 +437,8 @@ class RazorOps(pyfuse3.Operations):
 
     def _open(self, ino: int, flags: int) -> bool:
         """Open ``ino``; True if the kernel may keep the pages it has cached."""
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            self.vol.check_unlocked(ino)   # a WebDAV lock keeps writers out (EACCES)
         self.files.open(ino)
         if flags & os.O_TRUNC:
             # libfuse asks for atomic_o_trunc: the kernel leaves O_TRUNC to us, no setattr.
@@ -523,7 +545,7 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def setxattr(self, inode, name, value, ctx):
-        await self._run(self.vol.set_xattr, inode, self._xattr_name(name), bytes(value))
+        await self._run(self._set_xattr, inode, self._xattr_name(name), bytes(value))
 
     @_translated
     async def getxattr(self, inode, name, ctx):
@@ -540,7 +562,11 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def removexattr(self, inode, name, ctx):
-        await self._run(self.vol.set_xattr, inode, self._xattr_name(name), None)
+        await self._run(self._set_xattr, inode, self._xattr_name(name), None)
+
+    def _set_xattr(self, ino: int, name: str, value: bytes | None) -> None:
+        self.vol.check_unlocked(ino)
+        self.vol.set_xattr(ino, name, value)
 
     # -- permissions and the file system --
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
+from urllib.parse import quote
 import stat as st
 from email.utils import formatdate
 
@@ -132,7 +133,7 @@ class _Volumes:
         except errors.NotFound:
             return
         try:
-            locks.check_write_permission(url=path, depth=depth, token_list=[],
+            locks.check_write_permission(url=quote(path), depth=depth, token_list=[],
                                          principal=principal.user)
         except DAVError:
             raise falcon.HTTPError(423, description=f"{path} is locked over WebDAV",
