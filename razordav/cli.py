@@ -273,6 +273,10 @@ def _mount(opts: config.Options, args, ready) -> int:
     try:
         if quota is not None:
             vol.set_quota(*quota)
+        from .dav.locks import lock_checker, standalone_lock_manager
+        # WebDAV locks taken before this mount (they persist) keep its writers out too.
+        vol.lock_check = lock_checker(standalone_lock_manager(vol.data_dir,
+                                                              opts.lock_timeout_max))
         mount(vol, args.mountpoint, fuse_options=args.fuse_options or (), ready=ready)
     except MountError as exc:
         raise UserError(str(exc)) from None
@@ -362,6 +366,7 @@ def cmd_restore(opts: config.Options, args) -> int:
     from tqdm import tqdm
 
     from .core import journal
+    from .service import registry  # noqa: F401  (declares its tables before the replay)
     from .store import open_store
     data_dir = Path(opts.data_dir)
     if (data_dir / "meta.db").exists():

@@ -15,7 +15,7 @@ from .tree import ROOT, Tree
 
 
 def check_tree(tree: Tree) -> list[str]:
-    c = tree._conn()
+    c = tree.db.reader()
     problems: list[str] = []
     c.execute("BEGIN")
     try:

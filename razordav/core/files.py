@@ -1,172 +1,24 @@
-"""File contents over blocks: the streaming writer, the random-access reader, in-place
-writes and truncation, and the pins that keep blocks alive while they are in use.
+"""File contents over blocks: the streaming writer and the random-access reader.
 
 A file is a size and a map ``block index -> block name``; an index with no entry is a hole
 and reads as zeros. Every block but the last is ``block_size`` bytes when read (a shorter
 stored block is padded with zeros).
 
 Owns no state of its own beyond open handles: metadata goes through ``Tree``, bytes through
-``BlockCache``. Threading: a writer or reader belongs to one thread at a time; ``Pins`` is
-shared and guarded by its own lock (taken before the cache's, never while doing I/O).
+``BlockCache``; blocks are stored and contents published through publish.py. Threading: a
+writer or reader belongs to one thread at a time.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
-import threading
-from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from . import errors
-from .blocks import digest, kind_of_head, kind_of_name
+from .blocks import kind_of_name
 
 if TYPE_CHECKING:
     from .volume import Volume
-
-
-class Pins:
-    """Counts the users of each block (writers before commit, open readers) and keeps the
-    garbage collector away from them.
-
-    Protocol: a user pins a name before it looks the block up; the collector, holding the
-    lock, marks unpinned candidates as ``collecting``; a pin of a collecting name waits until
-    the collector is done with it, then finds the block gone and stores it again.
-    """
-
-    def __init__(self):
-        self._lock = threading.Condition()
-        self._count: collections.Counter[bytes] = collections.Counter()
-        self._collecting: set[bytes] = set()
-
-    def pin(self, names) -> None:
-        with self._lock:
-            for name in names:
-                while name in self._collecting:
-                    self._lock.wait()
-                self._count[name] += 1
-
-    def unpin(self, names) -> None:
-        with self._lock:
-            for name in names:
-                self._count[name] -= 1
-                if self._count[name] <= 0:
-                    del self._count[name]
-
-    def claim(self, names, unused) -> list[bytes]:
-        """Mark the names that are unpinned and for which ``unused(name)`` holds as being
-        collected; return them. Call ``release`` when they are gone."""
-        with self._lock:
-            claimed = [n for n in names if n not in self._count and n not in self._collecting
-                       and unused(n)]
-            self._collecting.update(claimed)
-            return claimed
-
-    def release(self, names) -> None:
-        with self._lock:
-            self._collecting.difference_update(names)
-            self._lock.notify_all()
-
-
-def content_etag(size: int, extents: dict[int, bytes]) -> str:
-    """An etag that depends only on the content: equal files get equal etags."""
-    h = hashlib.sha256(size.to_bytes(8, "big"))
-    for idx in sorted(extents):
-        h.update(idx.to_bytes(8, "big"))
-        h.update(extents[idx])
-    return h.hexdigest()[:32]
-
-
-# Blocks up to this size are stored in the caller's thread: handing one to the pool and
-# waiting for it costs two thread switches, more than hashing and compressing it (a switch
-# is 100-200 us on a small VM; a 4 KiB block is stored in about 30 us plus its file write).
-INLINE_BLOCK = 64 << 10
-
-
-class _BlockStorer:
-    """Hashes, compresses and caches blocks on the volume's worker pool (small ones in the
-    caller's thread), for one writer.
-
-    Each stored block stays pinned until ``finish`` (commit) or ``abandon``.
-    """
-
-    def __init__(self, vol: "Volume", hint: str | None, durable: bool = True):
-        self.vol = vol
-        self.hint = hint
-        self.durable = durable   # fsync each block, or leave that to the next durable commit
-        self.pending: list[tuple[int, Future]] = []
-        self.done: dict[int, bytes] = {}
-        self.new_blocks: list[tuple[bytes, int, int]] = []
-        self.pinned: list[bytes] = []
-
-    def submit(self, idx: int, raw: bytes) -> None:
-        if idx == 0 and self.hint is None:
-            self.hint = kind_of_head(raw[:16])
-        if len(raw) <= INLINE_BLOCK:
-            fut = Future()
-            try:
-                fut.set_result(self._store(raw))
-            except BaseException as exc:
-                fut.set_exception(exc)
-            self.pending.append((idx, fut))
-            self._reap(block=False)
-            return
-        self.vol._slots.acquire()  # bounds the memory of all writers together
-        try:
-            fut = self.vol._pool.submit(self._store, raw)
-        except BaseException:
-            self.vol._slots.release()
-            raise
-        fut.add_done_callback(lambda _f: self.vol._slots.release())
-        self.pending.append((idx, fut))
-        self._reap(block=False)
-
-    def _store(self, raw: bytes) -> tuple[bytes, tuple | None]:
-        vol = self.vol
-        name = digest(raw)
-        vol.pins.pin([name])
-        try:
-            if vol.tree.block_refs_row(name):
-                return name, None  # stored before: dedup
-            enc = vol.codec.encode(raw, self.hint, name)
-            vol.cache.put_dirty(name, enc.parts, durable=self.durable)
-            return name, (name, enc.raw_size, enc.size)
-        except BaseException:
-            vol.pins.unpin([name])
-            raise
-
-    def _reap(self, block: bool) -> None:
-        while self.pending and (block or self.pending[0][1].done()):
-            idx, fut = self.pending.pop(0)
-            try:
-                name, new = fut.result()
-            except BaseException:
-                self.abandon()
-                raise
-            self.pinned.append(name)
-            self.done[idx] = name
-            if new:
-                self.new_blocks.append(new)
-
-    def wait(self) -> None:
-        self._reap(block=True)
-        self.vol.cache.sync(durable=self.durable)
-
-    def finish(self) -> None:
-        self.vol.pins.unpin(self.pinned)
-        self.pinned = []
-
-    def abandon(self) -> None:
-        for _idx, fut in self.pending:
-            try:
-                name, _new = fut.result()
-                self.pinned.append(name)
-            except BaseException:
-                pass
-        self.pending = []
-        pinned, self.pinned = self.pinned, []
-        self.vol.pins.unpin(pinned)
-        self.vol._discard_uncommitted(pinned)
 
 
 class FileWriter:
@@ -195,7 +47,7 @@ class FileWriter:
         self.size = 0
         self._buf = bytearray()
         self._idx = 0
-        self._storer = _BlockStorer(vol, kind_of_name(name))
+        self._storer = vol.publisher.storer(kind_of_name(name))
         # Whole-file checksums cost CPU on every byte: only those asked for are kept.
         self._hash = {algo: hashlib.new(algo) for algo in hashes}
         self.closed = False
@@ -236,11 +88,10 @@ class FileWriter:
                 self._storer.submit(self._idx, bytes(self._buf))
                 self._buf = bytearray()
             self._storer.wait()
-            extents = self._storer.done
             hashes = " ".join(f"{k.upper()}:{v}" for k, v in sorted(self.digests().items()))
-            attr = self.vol._publish(self.parent, self.name, self.size, extents,
-                                     self._storer.new_blocks, self.mtime, self.expect_etag,
-                                     hashes)
+            attr = self.vol.publisher.publish_new(self.parent, self.name, self.size,
+                                                  self._storer, mtime=self.mtime,
+                                                  expect_etag=self.expect_etag, hashes=hashes)
         except BaseException:
             self._storer.abandon()
             raise
@@ -273,11 +124,11 @@ class FileReader:
     def __init__(self, vol: "Volume", ino: int):
         self.vol = vol
         self.ino = ino
-        self.attr, self.extents = vol.tree.snapshot_content(ino)
+        self.attr, self.extents = vol.extents.snapshot_content(ino)
         self.size = self.attr.size
         self.etag = self.attr.etag
         self._pinned = list(self.extents.values())
-        vol.pins.pin(self._pinned)
+        vol.publisher.pins.pin(self._pinned)
         self._pos = 0
         self._next_seq = 0
         self.closed = False
@@ -332,7 +183,7 @@ class FileReader:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.vol.pins.unpin(self._pinned)
+            self.vol.publisher.pins.unpin(self._pinned)
             self.vol.release(self.ino)
 
     def __enter__(self):

@@ -36,7 +36,7 @@ def fsck(vol, full: bool = False, repair: bool = False, progress=None) -> Report
     vol.collect_garbage()                       # ship pending metadata first
     report.problems += check_tree(vol.tree)
     _check_refs(vol, report, repair)
-    known = {name: size for name, size in vol.tree._conn().execute(
+    known = {name: size for name, size in vol.tree.db.reader().execute(
         "SELECT hash, stored_size FROM blocks")}
     stored = {}
     for info in vol.store.list("blocks/"):
@@ -71,7 +71,7 @@ def fsck(vol, full: bool = False, repair: bool = False, progress=None) -> Report
 
 
 def _check_refs(vol, report: Report, repair: bool) -> None:
-    c = vol.tree._conn()
+    c = vol.tree.db.reader()
     wrong = c.execute("SELECT b.hash, b.refs, COUNT(e.hash) FROM blocks b "
                       "LEFT JOIN extents e ON e.hash = b.hash GROUP BY b.hash "
                       "HAVING b.refs != COUNT(e.hash)").fetchall()
@@ -79,7 +79,7 @@ def _check_refs(vol, report: Report, repair: bool) -> None:
         return
     report.problems.append(f"{len(wrong)} blocks have a wrong reference count")
     if repair:
-        with vol.tree.write() as w:
+        with vol.tree.db.write() as w:
             for name, _refs, count in wrong:
                 w.execute("UPDATE blocks SET refs = ? WHERE hash = ?", (count, name))
         report.repaired.append(f"recounted references of {len(wrong)} blocks")
@@ -87,7 +87,7 @@ def _check_refs(vol, report: Report, repair: bool) -> None:
 
 def _bad(vol, report: Report, name: bytes, what: str, repair: bool) -> None:
     files = []
-    for (ino,) in vol.tree._conn().execute(
+    for (ino,) in vol.tree.db.reader().execute(
             "SELECT DISTINCT ino FROM extents WHERE hash = ? LIMIT 5", (name,)):
         try:
             files.append(vol.tree.path_of(ino))

@@ -19,7 +19,7 @@ keeps the data buffered and raises; the next commit tries again.
 How the buffer works: a dirty block is held whole (at most ``block_size`` bytes; bytes past its
 length read as zeros), filled from the committed block the first time a write covers only part
 of what that block holds. A block that a write completes up to its end is handed at once to the
-volume's encoding pool (``_BlockStorer``), so a sequential writer's blocks are hashed, compressed
+volume's encoding pool (``BlockStorer``), so a sequential writer's blocks are hashed, compressed
 and fsynced while the next writes arrive; if it is written again, it is encoded again. Shrinking
 drops the dirty blocks past the new end and cuts the one the end falls in; ``cut`` keeps the
 lowest size since the last commit, so committed blocks past it read as zeros and the commit drops
@@ -45,7 +45,8 @@ import time
 from typing import Callable
 
 from . import errors
-from .files import INLINE_BLOCK, FileReader, _BlockStorer, content_etag
+from .files import FileReader
+from .publish import INLINE_BLOCK, BlockStorer
 from .tree import Attr
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class _Inode:
         self.gone = False                     # removed from OpenFiles._states
         self.blocks: dict[int, bytearray] = {}
         self.submitted: set[int] = set()      # indexes whose bytes ``storer`` has: not changed
-        self.storer: _BlockStorer | None = None
+        self.storer: BlockStorer | None = None
         self.dirty_bytes = 0
         self.size: int | None = None          # None: the committed size
         self.mtime: int | None = None
@@ -168,6 +169,7 @@ class OpenFiles:
     # -- reading --
 
     def read(self, ino: int, offset: int, length: int) -> bytes:
+        self.vol.request()   # uploads wait for a pause in requests
         st = self._use(ino)
         with st.lock:
             if st.dirty:
@@ -244,6 +246,7 @@ class OpenFiles:
 
     def write(self, ino: int, offset: int, data: bytes) -> int:
         """Buffer ``data`` at ``offset`` (past the end leaves a hole); return its length."""
+        self.vol.request()   # uploads wait for a pause in requests
         if offset < 0:
             raise errors.InvalidArgument("negative offset")
         st = self._use(ino)
@@ -304,7 +307,7 @@ class OpenFiles:
         data = st.blocks[idx]   # not copied: a later write changes a copy (_dirty_block)
         try:
             if st.storer is None:
-                st.storer = _BlockStorer(self.vol, None, durable=not self.tree.deferred)
+                st.storer = self.vol.publisher.storer(None, durable=not self.tree.db.deferred)
             st.storer.submit(idx, data)
         except Exception as exc:
             log.debug("inode %d: early encoding failed, retried at commit: %s", st.ino, exc)
@@ -394,7 +397,7 @@ class OpenFiles:
     def _commit(self, st: _Inode) -> None:
         if not st.dirty:
             return
-        storer = st.storer or _BlockStorer(self.vol, None, durable=not self.tree.deferred)
+        storer = st.storer or self.vol.publisher.storer(None, durable=not self.tree.db.deferred)
         st.storer = None
         try:
             if self.vol.max_bytes is not None:   # refuse before encoding; publishing rechecks
@@ -423,20 +426,13 @@ class OpenFiles:
         if self.on_commit is not None:
             self.on_commit(st.ino, attr)
 
-    def _publish(self, st: _Inode, storer: _BlockStorer) -> Attr:
-        bs, size = self.bs, st.size
-        truncate_from = None if st.cut is None else -(-st.cut // bs)
+    def _publish(self, st: _Inode, storer: BlockStorer) -> Attr:
+        truncate_from = None if st.cut is None else -(-st.cut // self.bs)
         changes = {i: name for i, name in storer.done.items() if i in st.blocks}
-        with self.tree.write():
-            before = self.tree.getattr(st.ino)
-            merged = {i: h for i, h in self.tree.extents(st.ino).items()
-                      if truncate_from is None or i < truncate_from}
-            merged.update(changes)
-            self.tree.set_content(st.ino, size, changes, content_etag(size, merged),
-                                  truncate_from=truncate_from, blocks=storer.new_blocks,
-                                  mtime=st.mtime)
-            # ctime is the last change, not the commit, unless something changed it since.
-            return self.tree.setattr(st.ino, ctime=max(st.ctime, before.ctime))
+        # ctime is the last change, not the commit, unless something changed it since.
+        return self.vol.publisher.publish(st.ino, st.size, changes, storer,
+                                          truncate_from=truncate_from, mtime=st.mtime,
+                                          ctime=st.ctime)
 
     def _abandon(self, st: _Inode) -> None:
         if st.storer is not None:

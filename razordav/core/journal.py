@@ -1,6 +1,6 @@
 """Metadata in the bucket: the journal shipper, snapshots, and restore from the bucket alone.
 
-Every committed change to the replicated tables (tree.TABLES) lands, by trigger, in the
+Every committed change to the replicated tables (``db.table(..., replicated=True)``) lands, by trigger, in the
 ``journal`` table in the same transaction. The shipper uploads the rows in order as
 segments, ``meta/journal/<first>-<last>-<term>`` (zstd-compressed JSON lines), and
 periodically a compacted snapshot, ``meta/snapshot/<seq>-<term>`` (the SQLite database as of
@@ -38,7 +38,7 @@ import zstandard
 from .. import store as store_mod
 from . import errors
 from .lease import LeaseLapsed, LeaseLost
-from .tree import TABLES
+from . import db as db_mod
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +138,18 @@ class Chain:
 def local_value(tree, key: str) -> int:
     """A number in the data dir's local ``shipper`` table (never shipped): ``shipped``, the
     last row in the bucket; ``lease_term``, the newest term this data dir held or saw."""
-    row = tree._conn().execute("SELECT value FROM shipper WHERE key = ?", (key,)).fetchone()
+    row = tree.db.reader().execute("SELECT value FROM shipper WHERE key = ?", (key,)).fetchone()
     return row[0] if row else 0
 
 
 def set_local_value(tree, key: str, value: int) -> None:
-    with tree.write() as c:
+    with tree.db.write() as c:
         c.execute("INSERT OR REPLACE INTO shipper VALUES (?, ?)", (key, value))
 
 
 def unshipped(tree) -> int:
     """Journal rows not yet in the bucket."""
-    return tree._conn().execute("SELECT COUNT(*) FROM journal WHERE seq > ?",
+    return tree.db.reader().execute("SELECT COUNT(*) FROM journal WHERE seq > ?",
                                 (local_value(tree, "shipped"),)).fetchone()[0]
 
 
@@ -260,7 +260,7 @@ class Shipper:
                 return False
 
     def _ship(self) -> bool:
-        c = self.tree._conn()
+        c = self.tree.db.reader()
         shipped = self.shipped()
         c.execute("BEGIN")
         try:
@@ -301,7 +301,7 @@ class Shipper:
         body = header + "\n" + "\n".join(f"{seq}\t{op}" for seq, op in rows) + "\n"
         data = zstandard.ZstdCompressor(level=3).compress(body.encode())
         self.store.put(segment_key(first, last, self.lease.term), data)
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             c.execute("INSERT OR REPLACE INTO shipper VALUES ('shipped', ?)", (last,))
             c.execute("DELETE FROM journal WHERE seq <= ?", (last,))
         self.last_ship = time.time()
@@ -330,7 +330,7 @@ class Shipper:
         with tempfile.TemporaryDirectory(dir=self.vol.data_dir) as tmp:
             copy = Path(tmp) / "snapshot.db"
             dst = sqlite3.connect(copy)
-            with self.tree._lock:   # writers wait, so the copy is exactly 'shipped'
+            with self.tree.db.exclusive():   # writers wait, so the copy is exactly 'shipped'
                 if self.pending():
                     return 0
                 src = sqlite3.connect(self.tree.path)
@@ -411,10 +411,10 @@ def catch_up(store: store_mod.ObjectStore, tree, progress=None) -> int:
 
 def _replay(store, tree, chain: Chain, seq: int, progress) -> int:
     segments = chain.after(seq)
-    c = tree._conn()
+    c = tree.db.reader()
     for i, (first, last, _term, key) in enumerate(segments):
         rows = _read_segment(store.get(key), key)
-        with tree.write():
+        with tree.db.write():
             for row_seq, op in rows:
                 if row_seq > seq:
                     _apply(c, json.loads(op))
@@ -422,7 +422,7 @@ def _replay(store, tree, chain: Chain, seq: int, progress) -> int:
         seq = last
         if progress:
             progress(i + 1, len(segments))
-    with tree.write() as c:
+    with tree.db.write() as c:
         c.execute("DELETE FROM journal")
         c.execute("INSERT OR REPLACE INTO shipper VALUES ('shipped', ?)", (seq,))
         c.execute("DELETE FROM sqlite_sequence WHERE name = 'journal'")
@@ -487,7 +487,10 @@ def _read_segment(data: bytes, key: str) -> list[tuple[int, str]]:
 
 def _apply(c: sqlite3.Connection, op: list) -> None:
     table, kind, values = op
-    cols, keys, blobs = TABLES[table]
+    t = db_mod.replicated().get(table)
+    if t is None:
+        raise db_mod.unknown_table(table)
+    cols, keys, blobs = t.columns, t.keys, t.blobs
     names = cols if kind == "U" else keys
     values = [bytes.fromhex(v) if n in blobs and v is not None else v
               for n, v in zip(names, values)]

@@ -20,22 +20,23 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat as st
-import threading
 import time
 import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from . import errors, space
-from ..fsutil import fsync_path
+from . import errors
+from .db import Database, table
+from .extents import purge_content
 
 ROOT = 1
 MAX_NAME_BYTES = 255
-CHECKPOINT_BYTES = 16 << 20   # log size past which a durable commit checkpoints
 
-_SCHEMA = """
+table("meta", """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""", ("key", "value"), ("key",))
+table("inodes", """
 CREATE TABLE IF NOT EXISTS inodes (
     ino INTEGER PRIMARY KEY,
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
@@ -43,55 +44,24 @@ CREATE TABLE IF NOT EXISTS inodes (
     atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
     btime INTEGER NOT NULL, target BLOB, etag TEXT NOT NULL DEFAULT '',
     hashes TEXT NOT NULL DEFAULT '');
+""", ("ino", "mode", "uid", "gid", "nlink", "size", "rdev", "atime", "mtime", "ctime", "btime",
+      "target", "etag", "hashes"), ("ino",), ("target",))
+table("dentries", """
 CREATE TABLE IF NOT EXISTS dentries (
     parent INTEGER NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL, ino INTEGER NOT NULL,
     PRIMARY KEY (parent, key)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dentries_ino ON dentries (ino);
-CREATE TABLE IF NOT EXISTS extents (
-    ino INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
-    PRIMARY KEY (ino, idx)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blocks (
-    hash BLOB PRIMARY KEY, refs INTEGER NOT NULL, raw_size INTEGER NOT NULL,
-    stored_size INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blocks_unreferenced ON blocks (refs) WHERE refs = 0;
+""", ("parent", "key", "name", "ino"), ("parent", "key"))
+table("props", """
 CREATE TABLE IF NOT EXISTS props (
     ino INTEGER NOT NULL, ns TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (ino, ns, name)) WITHOUT ROWID;
+""", ("ino", "ns", "name", "value"), ("ino", "ns", "name"), ("value",))
+table("xattrs", """
 CREATE TABLE IF NOT EXISTS xattrs (
     ino INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (ino, name)) WITHOUT ROWID;
--- The service registry (service/registry.py) lives in the main volume's tree, so it is
--- journaled and restored with it. Hashes are argon2id strings, never clear text.
-CREATE TABLE IF NOT EXISTS tenants (
-    name TEXT PRIMARY KEY, quota_bytes INTEGER, max_files INTEGER,
-    created INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY, tenant TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL,
-    created INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS users_tenant ON users (tenant);
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY, username TEXT NOT NULL, label TEXT NOT NULL, hash TEXT NOT NULL,
-    created INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tokens_username ON tokens (username);
-"""
-
-# The replicated tables: name -> (columns in order, key columns, BLOB columns). Every row
-# change in them is captured by a trigger into `journal`, in the same transaction, and
-# shipped to the bucket by journal.py; restore replays the rows.
-TABLES = {
-    "meta": (("key", "value"), ("key",), ()),
-    "inodes": (("ino", "mode", "uid", "gid", "nlink", "size", "rdev", "atime", "mtime", "ctime",
-                "btime", "target", "etag", "hashes"), ("ino",), ("target",)),
-    "dentries": (("parent", "key", "name", "ino"), ("parent", "key"), ()),
-    "extents": (("ino", "idx", "hash"), ("ino", "idx"), ("hash",)),
-    "blocks": (("hash", "refs", "raw_size", "stored_size"), ("hash",), ("hash",)),
-    "props": (("ino", "ns", "name", "value"), ("ino", "ns", "name"), ("value",)),
-    "xattrs": (("ino", "name", "value"), ("ino", "name"), ("value",)),
-    "tenants": (("name", "quota_bytes", "max_files", "created"), ("name",), ()),
-    "users": (("name", "tenant", "role", "hash", "created"), ("name",), ()),
-    "tokens": (("id", "username", "label", "hash", "created"), ("id",), ()),
-}
-
+""", ("ino", "name", "value"), ("ino", "name"), ("value",))
 # Usage counters for quotas: one row, kept by triggers in the transaction of each change, so
 # ``usage()`` is O(1) and a quota is enforced where the change commits (parallel writers
 # cannot overshoot). Bytes are the logical sizes of regular files, each inode once (hard
@@ -106,7 +76,7 @@ _XATTR_BYTES = "length(CAST({r}.name AS BLOB)) + length({r}.value)"
 # setxattr cannot grow a volume past its quota; each inode's hold at most
 # MAX_META_PER_INODE bytes of them in all, quota or not.
 MAX_META_PER_INODE = 1 << 20
-_USAGE_SCHEMA = """
+table("usage", """
 CREATE TABLE IF NOT EXISTS usage (
     id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL, files INTEGER NOT NULL,
     max_bytes INTEGER, max_files INTEGER);
@@ -134,7 +104,9 @@ CREATE TRIGGER IF NOT EXISTS usage_max_files BEFORE UPDATE OF files ON usage
     WHEN NEW.files > OLD.files AND NEW.files > NEW.max_files
 BEGIN SELECT RAISE(ABORT, 'quota exceeded: files'); END;
 """.format(prop_new=_PROP_BYTES.format(r="NEW"), prop_old=_PROP_BYTES.format(r="OLD"),
-           xattr_new=_XATTR_BYTES.format(r="NEW"), xattr_old=_XATTR_BYTES.format(r="OLD"))
+           xattr_new=_XATTR_BYTES.format(r="NEW"), xattr_old=_XATTR_BYTES.format(r="OLD")),
+      replicated=False)
+
 _RECOUNT = ("INSERT OR REPLACE INTO usage SELECT 0, "
             "COALESCE(SUM(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0) "
             "+ (SELECT COALESCE(SUM(" + _PROP_BYTES.format(r="p") + "), 0) FROM props p) "
@@ -153,34 +125,6 @@ def _quota_errors() -> Iterator[None]:
             raise errors.NoSpace(f"quota exceeded: this volume may hold no more {what}") \
                 from None
         raise
-
-
-_JOURNAL_SCHEMA = """
-CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS shipper (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
-def _triggers() -> str:
-    """One trigger per table and change: the row (or, for a delete, its key) as JSON."""
-    def values(cols, blobs, ref):
-        return ", ".join(f"CASE WHEN {ref}.{c} IS NULL THEN NULL ELSE hex({ref}.{c}) END"
-                         if c in blobs else f"{ref}.{c}" for c in cols)
-    out = []
-    for table, (cols, keys, blobs) in TABLES.items():
-        row = f"json_array('{table}', 'U', json_array({values(cols, blobs, 'NEW')}))"
-        gone = f"json_array('{table}', 'D', json_array({values(keys, blobs, 'OLD')}))"
-        moved = " OR ".join(f"OLD.{k} IS NOT NEW.{k}" for k in keys)
-        out.append(f"""
-CREATE TRIGGER IF NOT EXISTS j_{table}_i AFTER INSERT ON {table}
-BEGIN INSERT INTO journal (op) VALUES ({row}); END;
-CREATE TRIGGER IF NOT EXISTS j_{table}_u_moved AFTER UPDATE ON {table} WHEN {moved}
-BEGIN INSERT INTO journal (op) VALUES ({gone}); END;
-CREATE TRIGGER IF NOT EXISTS j_{table}_u AFTER UPDATE ON {table}
-BEGIN INSERT INTO journal (op) VALUES ({row}); END;
-CREATE TRIGGER IF NOT EXISTS j_{table}_d AFTER DELETE ON {table}
-BEGIN INSERT INTO journal (op) VALUES ({gone}); END;""")
-    return "".join(out)
 
 
 _ATTR_COLS = "i.ino, i.mode, i.uid, i.gid, i.nlink, i.size, i.rdev, " \
@@ -236,23 +180,15 @@ def split_path(path: str) -> list[str]:
 
 
 class Tree:
-    """The namespace of one volume, in the SQLite file ``path``."""
+    """The namespace of one volume, in the database ``db`` (or a new one at a path)."""
 
-    def __init__(self, path: str | os.PathLike, block_size: int | None = None):
-        self.path = str(path)
-        # Asked before every write transaction; raises when this gateway may not change the
-        # volume (its lease is lost or lapsed: core/lease.py). None: always allowed.
-        self.write_guard = None
-        # Called (under the writer lock) before a commit reaches the disk: what deferred
-        # commits name must be on disk first (the block cache's files and index).
-        self.before_durable: list = []
-        self._local = threading.local()
-        self._lock = threading.RLock()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        c = self._conn()
-        with self._lock:
-            c.executescript(_SCHEMA + _JOURNAL_SCHEMA + _triggers() + _USAGE_SCHEMA)
+    def __init__(self, db: "Database | str | os.PathLike", block_size: int | None = None):
+        self.db = db if isinstance(db, Database) else Database(db)
+        self.path = self.db.path
+        self.db.error_map = _quota_errors
+        self.db.create_tables()
+        c = self.db.reader()
+        with self.db.exclusive():
             c.execute(_RECOUNT)
             if c.execute("SELECT 1 FROM inodes WHERE ino = ?", (ROOT,)).fetchone() is None:
                 now = time.time_ns()
@@ -264,127 +200,35 @@ class Tree:
                     c.execute("INSERT INTO meta VALUES ('block_size', ?)", (str(block_size),))
                 c.execute("COMMIT")
 
-    # -- connections and transactions --
-
-    def _conn(self) -> sqlite3.Connection:
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                timeout=60)
-            c.execute("PRAGMA journal_mode = WAL")
-            c.execute("PRAGMA synchronous = FULL")
-            # Checkpoints flush the log to disk: only ``_checkpoint`` runs them, after the
-            # ``before_durable`` hooks, so deferred commits never reach the disk before
-            # the blocks they name.
-            c.execute("PRAGMA wal_autocheckpoint = 0")
-            c.execute("PRAGMA cache_size = -16000")
-            self._local.conn = c
-            with self._conns_lock:
-                self._conns.append(c)
-        return c
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed (and durable, unless this thread is inside
-        ``deferred_sync``) on exit, rolled back on error."""
-        if self.write_guard is not None:
-            self.write_guard()
-        with self._lock, _quota_errors(), space.guard(os.path.dirname(self.path)):
-            c = self._conn()
-            if c.in_transaction:  # nested: the outer transaction commits
-                yield c
-                return
-            deferred = self.deferred
-            if deferred:
-                c.execute("PRAGMA synchronous = NORMAL")
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                try:
-                    yield c
-                    if not deferred:   # what deferred commits name goes to disk first
-                        for hook in self.before_durable:
-                            hook()
-                    c.execute("COMMIT")
-                except BaseException:
-                    if c.in_transaction:
-                        c.execute("ROLLBACK")
-                    raise
-            finally:
-                if deferred:
-                    c.execute("PRAGMA synchronous = FULL")
-            if not deferred:
-                self._checkpoint(c)
-
-    @property
-    def deferred(self) -> bool:
-        """Whether this thread's commits are deferred (see ``deferred_sync``)."""
-        return getattr(self._local, "deferred", False)
-
-    def _checkpoint(self, c) -> None:
-        """Fold a long log back into the database (it stays readable either way)."""
-        try:
-            if os.path.getsize(self.path + "-wal") > CHECKPOINT_BYTES:
-                c.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except OSError:
-            pass
-
-    @contextmanager
-    def deferred_sync(self) -> Iterator[None]:
-        """Commits of this thread inside are atomic and survive a crash of the process, but
-        reach the disk only at the next ``sync`` (or a durable commit, or a checkpoint):
-        the promise of a local file system, whose metadata is durable after fsync. WAL
-        commits in order, so a later durable commit makes the earlier ones durable too."""
-        before = getattr(self._local, "deferred", False)
-        self._local.deferred = True
-        try:
-            yield
-        finally:
-            self._local.deferred = before
-
-    def sync(self) -> None:
-        """Make every commit so far durable: flush the write-ahead log (after what the
-        ``before_durable`` hooks flush)."""
-        with self._lock:   # no commit half written while the log is flushed
-            for hook in self.before_durable:
-                hook()
-            fsync_path(self.path + "-wal")   # none: all is in the database file, synced
-
     def close(self) -> None:
-        with self._conns_lock:
-            for c in self._conns:
-                try:
-                    c.close()
-                except sqlite3.ProgrammingError:
-                    pass  # made in a thread that is gone; closed by its finaliser
-            self._conns.clear()
-        self._local = threading.local()
+        self.db.close()
 
     def meta(self, key: str, default: str | None = None) -> str | None:
-        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self.db.reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.write() as c:
+        with self.db.write() as c:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- usage and quota --
 
     def usage(self) -> dict[str, int | None]:
         """Counters and limits in O(1): bytes, files, max_bytes, max_files (None: none)."""
-        row = self._conn().execute(
+        row = self.db.reader().execute(
             "SELECT bytes, files, max_bytes, max_files FROM usage").fetchone()
         return dict(zip(("bytes", "files", "max_bytes", "max_files"), row))
 
     def set_limits(self, max_bytes: int | None, max_files: int | None) -> None:
         """Refuse (``NoSpace``) any change that grows past a limit; shrinking is always
         allowed, also while over a limit lowered below the usage."""
-        with self.write() as c:
+        with self.db.write() as c:
             c.execute("UPDATE usage SET max_bytes = ?, max_files = ?", (max_bytes, max_files))
 
     # -- reading the namespace --
 
     def getattr(self, ino: int) -> Attr:
-        row = self._conn().execute(f"SELECT {_ATTR_COLS} FROM inodes i WHERE i.ino = ?",
+        row = self.db.reader().execute(f"SELECT {_ATTR_COLS} FROM inodes i WHERE i.ino = ?",
                                    (ino,)).fetchone()
         if row is None:
             raise errors.NotFound(f"inode {ino} does not exist")
@@ -392,11 +236,11 @@ class Tree:
 
     def lookup(self, parent: int, name: str) -> Attr:
         key = check_name(name)
-        row = self._conn().execute(
+        row = self.db.reader().execute(
             f"SELECT {_ATTR_COLS} FROM dentries d JOIN inodes i ON i.ino = d.ino "
             "WHERE d.parent = ? AND d.key = ?", (parent, key)).fetchone()
         if row is None:
-            self._check_dir(self._conn(), parent)
+            self._check_dir(self.db.reader(), parent)
             raise errors.NotFound(f"{name!r} not found")
         return Attr(*row)
 
@@ -416,7 +260,7 @@ class Tree:
         ``after`` is the NFC key of the last entry seen, so a listing can go on in pages that
         stay stable while entries change.
         """
-        c = self._conn()
+        c = self.db.reader()
         rows = c.execute(
             f"SELECT d.name, d.key, {_ATTR_COLS} FROM dentries d JOIN inodes i ON i.ino = d.ino "
             "WHERE d.parent = ? AND d.key > ? ORDER BY d.key LIMIT ?",
@@ -427,7 +271,7 @@ class Tree:
 
     def count_below(self, ino: int, limit: int) -> int:
         """How many entries lie below a directory, counting no further than ``limit + 1``."""
-        row = self._conn().execute(
+        row = self.db.reader().execute(
             "WITH RECURSIVE below(ino) AS (SELECT ino FROM dentries WHERE parent = ? "
             "UNION ALL SELECT d.ino FROM dentries d JOIN below b ON d.parent = b.ino) "
             "SELECT COUNT(*) FROM (SELECT 1 FROM below LIMIT ?)", (ino, limit + 1)).fetchone()
@@ -440,14 +284,14 @@ class Tree:
         """The parent directory of a directory (directories have exactly one entry)."""
         if ino == ROOT:
             return ROOT
-        row = self._conn().execute("SELECT parent FROM dentries WHERE ino = ?", (ino,)).fetchone()
+        row = self.db.reader().execute("SELECT parent FROM dentries WHERE ino = ?", (ino,)).fetchone()
         if row is None:
             raise errors.NotFound(f"inode {ino} has no parent")
         return row[0]
 
     def path_of(self, ino: int) -> str:
         names = []
-        c = self._conn()
+        c = self.db.reader()
         while ino != ROOT:
             row = c.execute("SELECT parent, name FROM dentries WHERE ino = ?", (ino,)).fetchone()
             if row is None:
@@ -471,7 +315,7 @@ class Tree:
         key = check_name(name)
         now = now or time.time_ns()
         is_dir = st.S_ISDIR(mode)
-        with self.write() as c:
+        with self.db.write() as c:
             self._check_dir(c, parent)
             if c.execute("SELECT 1 FROM dentries WHERE parent = ? AND key = ?",
                          (parent, key)).fetchone():
@@ -498,7 +342,7 @@ class Tree:
         """A hard link: one more entry for a non-directory inode."""
         key = check_name(name)
         now = time.time_ns()
-        with self.write() as c:
+        with self.db.write() as c:
             self._check_dir(c, parent)
             if st.S_ISDIR(self.getattr(ino).mode):
                 raise errors.NotPermitted("hard links to directories are not allowed")
@@ -532,7 +376,7 @@ class Tree:
         last link unless it is in ``keep`` (open handles), which the caller purges later."""
         key = check_name(name)
         now = time.time_ns()
-        with self.write() as c:
+        with self.db.write() as c:
             ino, mode = self._existing(c, parent, key, name)
             if st.S_ISDIR(mode):
                 raise errors.IsADirectory(f"{name!r} is a directory")
@@ -546,7 +390,7 @@ class Tree:
         with no link, until the caller purges it, as ``unlink`` keeps a file."""
         key = check_name(name)
         now = time.time_ns()
-        with self.write() as c:
+        with self.db.write() as c:
             ino, mode = self._existing(c, parent, key, name)
             if not st.S_ISDIR(mode):
                 raise errors.NotADirectory(f"{name!r} is not a directory")
@@ -571,7 +415,7 @@ class Tree:
         key = check_name(name)
         now = time.time_ns()
         keep = set(keep)
-        with self.write() as c:
+        with self.db.write() as c:
             entry = self._entry(c, parent, key)
             if entry is None:
                 raise errors.NotFound(f"{name!r} not found")
@@ -608,15 +452,15 @@ class Tree:
         """``purge_if_unlinked`` for many inodes, found with a query per 500 (and no write
         transaction in the common case: none of them unlinked); how many went."""
         gone = 0
-        with self._lock:   # no write transaction of this process is half done while held
-            c = self._conn()
+        with self.db.exclusive():   # no write transaction of this process is half done inside
+            c = self.db.reader()
             for i in range(0, len(inos), 500):
                 chunk = inos[i:i + 500]
                 marks = ",".join("?" * len(chunk))
                 dead = [r[0] for r in c.execute(
                     f"SELECT ino FROM inodes WHERE nlink <= 0 AND ino IN ({marks})", chunk)]
                 if dead:
-                    with self.write() as w:
+                    with self.db.write() as w:
                         for ino in dead:
                             self._purge(w, ino)
                     gone += len(dead)
@@ -624,16 +468,16 @@ class Tree:
 
     def purge_orphans(self) -> int:
         """Delete every unlinked inode (left by a crash while open); return how many."""
-        with self.write() as c:
+        with self.db.write() as c:
             inos = [r[0] for r in c.execute("SELECT ino FROM inodes WHERE nlink <= 0")]
             for ino in inos:
                 self._purge(c, ino)
         return len(inos)
 
     def _purge(self, c, ino: int) -> None:
-        self._purge_content(c, ino)
-        for table in ("props", "xattrs", "inodes"):
-            c.execute(f"DELETE FROM {table} WHERE ino = ?", (ino,))
+        purge_content(c, ino)
+        for name in ("props", "xattrs", "inodes"):
+            c.execute(f"DELETE FROM {name} WHERE ino = ?", (ino,))
 
     def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
                replace: bool = True, exchange: bool = False, keep: Iterable[int] = ()) -> int | None:
@@ -644,7 +488,7 @@ class Tree:
         """
         old_key, new_key = check_name(old_name), check_name(new_name)
         now = time.time_ns()
-        with self.write() as c:
+        with self.db.write() as c:
             self._check_dir(c, old_parent)
             self._check_dir(c, new_parent)
             src = self._entry(c, old_parent, old_key)
@@ -725,7 +569,7 @@ class Tree:
             raise errors.InvalidArgument(f"cannot set {sorted(set(fields) - allowed)}")
         fields.setdefault("ctime", time.time_ns())
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self.write() as c:
+        with self.db.write() as c:
             if c.execute(f"UPDATE inodes SET {cols} WHERE ino = ?",
                          (*fields.values(), ino)).rowcount == 0:
                 raise errors.NotFound(f"inode {ino} does not exist")
@@ -734,14 +578,14 @@ class Tree:
     # -- dead properties and xattrs --
 
     def props(self, ino: int) -> dict[tuple[str, str], bytes]:
-        rows = self._conn().execute("SELECT ns, name, value FROM props WHERE ino = ?", (ino,))
+        rows = self.db.reader().execute("SELECT ns, name, value FROM props WHERE ino = ?", (ino,))
         return {(ns, name): value for ns, name, value in rows}
 
     def set_props(self, ino: int, changes: dict[tuple[str, str], bytes | None]) -> None:
         """Set (value) or remove (None) several properties in one transaction; ``NoSpace``
         past the quota or ``MAX_META_PER_INODE``. A replaced row is deleted first, so the
         usage triggers see it go (REPLACE alone fires no delete trigger)."""
-        with self.write() as c, _quota_errors():
+        with self.db.write() as c, _quota_errors():
             for (ns, name), value in changes.items():
                 c.execute("DELETE FROM props WHERE ino = ? AND ns = ? AND name = ?",
                           (ino, ns, name))
@@ -750,13 +594,13 @@ class Tree:
             self._check_meta_size(c, ino)
 
     def xattrs(self, ino: int) -> dict[str, bytes]:
-        rows = self._conn().execute("SELECT name, value FROM xattrs WHERE ino = ?", (ino,))
+        rows = self.db.reader().execute("SELECT name, value FROM xattrs WHERE ino = ?", (ino,))
         return dict(rows.fetchall())
 
     def set_xattr(self, ino: int, name: str, value: bytes | None,
                   create: bool = False, replace: bool = False) -> None:
         """Set or (value None) remove an xattr; ``create``/``replace`` as XATTR_CREATE/REPLACE."""
-        with self.write() as c:
+        with self.db.write() as c:
             exists = c.execute("SELECT 1 FROM xattrs WHERE ino = ? AND name = ?",
                                (ino, name)).fetchone() is not None
             if (create and exists):
@@ -780,118 +624,7 @@ class Tree:
             raise errors.NoSpace(f"properties and xattrs of one file may hold at most "
                                  f"{MAX_META_PER_INODE} bytes")
 
-    # -- file contents: the extent map and block references --
-
-    def extents(self, ino: int) -> dict[int, bytes]:
-        rows = self._conn().execute("SELECT idx, hash FROM extents WHERE ino = ?", (ino,))
-        return dict(rows.fetchall())
-
-    def add_block(self, c, digest: bytes, raw_size: int, stored_size: int) -> None:
-        """Record a block (with no references yet) inside a write transaction."""
-        c.execute("INSERT OR IGNORE INTO blocks VALUES (?, 0, ?, ?)",
-                  (digest, raw_size, stored_size))
-
-    def set_content(self, ino: int, size: int, changes: dict[int, bytes | None],
-                    etag: str, truncate_from: int | None = None,
-                    blocks: Iterable[tuple[bytes, int, int]] = (), mtime: int | None = None,
-                    expect_etag: str | None = None, hashes: str = "") -> Attr:
-        """Publish a file's new content in one transaction.
-
-        ``changes`` maps block index to its new hash (None: a hole); ``truncate_from`` drops
-        every extent at that index and beyond first. ``blocks`` are (hash, raw, stored) sizes
-        of blocks new to the volume. Reference counts follow. With ``expect_etag`` the change
-        is refused (``Conflict``) if the file changed since that etag was read.
-        """
-        now = time.time_ns()
-        with self.write() as c:
-            row = c.execute("SELECT mode, etag FROM inodes WHERE ino = ?", (ino,)).fetchone()
-            if row is None:
-                raise errors.NotFound(f"inode {ino} does not exist")
-            if not st.S_ISREG(row[0]):
-                raise errors.IsADirectory(f"inode {ino} is not a regular file")
-            if expect_etag is not None and row[1] != expect_etag:
-                raise errors.Conflict("the file changed while it was being written")
-            for digest, raw, stored in blocks:
-                self.add_block(c, digest, raw, stored)
-            if truncate_from is not None:
-                olds = c.execute("SELECT hash FROM extents WHERE ino = ? AND idx >= ?",
-                                 (ino, truncate_from)).fetchall()
-                c.executemany("UPDATE blocks SET refs = refs - 1 WHERE hash = ?", olds)
-                c.execute("DELETE FROM extents WHERE ino = ? AND idx >= ?", (ino, truncate_from))
-            for idx, digest in changes.items():
-                old = c.execute("SELECT hash FROM extents WHERE ino = ? AND idx = ?",
-                                (ino, idx)).fetchone()
-                if old is not None:
-                    c.execute("UPDATE blocks SET refs = refs - 1 WHERE hash = ?", old)
-                if digest is None:
-                    c.execute("DELETE FROM extents WHERE ino = ? AND idx = ?", (ino, idx))
-                else:
-                    c.execute("INSERT OR REPLACE INTO extents VALUES (?, ?, ?)", (ino, idx, digest))
-                    c.execute("UPDATE blocks SET refs = refs + 1 WHERE hash = ?", (digest,))
-            mtime = mtime or now
-            c.execute("UPDATE inodes SET size = ?, etag = ?, hashes = ?, mtime = ?, ctime = ? "
-                      "WHERE ino = ?", (size, etag, hashes, mtime, now, ino))
-        return self.getattr(ino)
-
-    def copy_content(self, src: int, dst: int) -> Attr:
-        """Make ``dst`` share ``src``'s blocks (O(blocks) rows, no data copied)."""
-        now = time.time_ns()
-        with self.write() as c:
-            size, etag, hashes = c.execute("SELECT size, etag, hashes FROM inodes WHERE ino = ?",
-                                           (src,)).fetchone()
-            self._purge_content(c, dst)
-            c.execute("INSERT INTO extents SELECT ?, idx, hash FROM extents WHERE ino = ?",
-                      (dst, src))
-            c.executemany("UPDATE blocks SET refs = refs + 1 WHERE hash = ?",
-                          c.execute("SELECT hash FROM extents WHERE ino = ?", (src,)).fetchall())
-            c.execute("UPDATE inodes SET size = ?, etag = ?, hashes = ?, mtime = ?, ctime = ? "
-                      "WHERE ino = ?", (size, etag, hashes, now, now, dst))
-        return self.getattr(dst)
-
-    def _purge_content(self, c, ino: int) -> None:
-        olds = c.execute("SELECT hash FROM extents WHERE ino = ?", (ino,)).fetchall()
-        c.executemany("UPDATE blocks SET refs = refs - 1 WHERE hash = ?", olds)
-        c.execute("DELETE FROM extents WHERE ino = ?", (ino,))
-
-    def unreferenced_blocks(self, limit: int = 1000) -> list[bytes]:
-        rows = self._conn().execute("SELECT hash FROM blocks WHERE refs = 0 LIMIT ?", (limit,))
-        return [r[0] for r in rows]
-
-    def forget_blocks(self, digests: list[bytes]) -> list[bytes]:
-        """Delete block rows that are still unreferenced; return the ones deleted."""
-        gone = []
-        with self.write() as c:
-            for d in digests:
-                if c.execute("DELETE FROM blocks WHERE hash = ? AND refs = 0", (d,)).rowcount:
-                    gone.append(d)
-        return gone
-
-    def block_refs_row(self, digest: bytes) -> bool:
-        """Whether the volume knows the block (stored, or queued for upload)."""
-        return self._conn().execute("SELECT 1 FROM blocks WHERE hash = ?",
-                                    (digest,)).fetchone() is not None
-
-    def snapshot_content(self, ino: int) -> tuple[Attr, dict[int, bytes]]:
-        """Attributes and extent map of a file, read in one transaction (never a mix)."""
-        c = self._conn()
-        if c.in_transaction:
-            return self.getattr(ino), self.extents(ino)
-        c.execute("BEGIN")
-        try:
-            attr = self.getattr(ino)
-            extents = self.extents(ino)
-        finally:
-            c.execute("COMMIT")
-        return attr, extents
-
-    def block_refs(self, digest: bytes) -> int:
-        row = self._conn().execute("SELECT refs FROM blocks WHERE hash = ?", (digest,)).fetchone()
-        return row[0] if row else 0
-
     def stats(self) -> dict[str, int]:
-        c = self._conn()
+        c = self.db.reader()
         files, used = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM inodes").fetchone()
-        blocks, raw, stored = c.execute("SELECT COUNT(*), COALESCE(SUM(raw_size), 0), "
-                                        "COALESCE(SUM(stored_size), 0) FROM blocks").fetchone()
-        return {"inodes": files, "logical_bytes": used, "blocks": blocks,
-                "block_raw_bytes": raw, "block_stored_bytes": stored}
+        return {"inodes": files, "logical_bytes": used}

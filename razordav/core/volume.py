@@ -23,19 +23,19 @@ import os
 import threading
 import time
 import uuid
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from .. import store as store_mod
 from . import errors, space
 from .blocks import BlockCodec, block_key
 from .cache import BlockCache
-from .files import FileReader, FileWriter, Pins, _BlockStorer, content_etag
+from .files import FileReader, FileWriter
+from .handles import OpenFiles
+from .publish import Publisher
 from .journal import Shipper, begin_term
 from .lease import Lease, gateway_id
-from .tree import Attr, Tree, split_path
+from .extents import Extents
+from .tree import Attr, Tree, check_name, split_path
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,20 @@ class Volume:
         self.data_dir = data_dir
         self.store = store
         self.tree = tree
+        self.extents = Extents(tree)
         self.block_size = block_size
         self.cache = cache
         self.codec = codec
         self.volume_id = volume_id
         self.readahead = readahead
-        self.pins = Pins()
         self.lease: Lease | None = None
         self.shipper: Shipper | None = None
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rzd-encode")
-        self._slots = threading.BoundedSemaphore(workers * 2)
-        self._inode_locks: weakref.WeakValueDictionary[int, threading.Lock] = \
-            weakref.WeakValueDictionary()
+        self.publisher = Publisher(tree, self.extents, cache, codec, workers)
+        self.files: OpenFiles | None = None     # the write buffers, from ``open`` on
+        # ``lock_check(path)`` raises ``errors.Locked`` when a WebDAV lock covers ``path``;
+        # set by the wiring that owns the lock storage (cli), asked by faces that send no
+        # lock tokens (FUSE). None: no locks to honour.
+        self.lock_check = None
         self._locks_lock = threading.Lock()
         self._open_readers: dict[int, int] = {}
         self._closed = False
@@ -108,7 +110,7 @@ class Volume:
                 log.warning("volume block size is %d; ignoring %d", desc["block_size"],
                             block_size)
             tree = Tree(data_dir / "meta.db")
-            tree.write_guard = lease.check_local_write
+            tree.db.write_guard = lease.check_local_write
             known = tree.meta("volume_id")
             if known is None:
                 tree.set_meta("volume_id", desc["volume_id"])
@@ -139,9 +141,10 @@ class Volume:
         vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
                   workers or max(2, os.cpu_count() or 2), readahead)
         vol.lease = lease
-        tree.before_durable.append(cache.make_durable)
+        tree.db.before_durable.append(cache.make_durable)
         vol._recover()
         cache.start()
+        vol.files = OpenFiles(vol)
         vol.shipper = Shipper(vol, interval=journal_interval or 2.0,
                               snapshot_interval=snapshot_interval)
         vol.shipper.on_tick.append(vol._write_stats)
@@ -155,8 +158,8 @@ class Volume:
         n = self.tree.purge_orphans()
         if n:
             log.info("removed %d unlinked inodes left by an earlier run", n)
-        unindexed = self.cache.adopt(lambda name: bool(self.tree.block_refs_row(name)))
-        stray = [name for name in self.cache.names() if not self.tree.block_refs_row(name)]
+        unindexed = self.cache.adopt(lambda name: bool(self.extents.block_refs_row(name)))
+        stray = [name for name in self.cache.names() if not self.extents.block_refs_row(name)]
         if stray or unindexed:
             # Blocks of writes that never committed: no metadata, here or in the bucket,
             # refers to them. Some may have reached the store before the crash.
@@ -213,18 +216,127 @@ class Volume:
             raise errors.NoSpace(f"quota exceeded: {u['files']} of {self.max_files} files "
                                  "used")
 
+    # -- the namespace by inode: what the faces call (FUSE all of it, DAV and the API some) --
+    #
+    # Every call of the faces records that a request happened (``request``): uploads and
+    # journal rounds wait for a pause in them. Internal work calls ``tree`` directly.
+
+    def request(self) -> None:
+        """Note a client request now (uploads wait for a pause of ``upload_delay``)."""
+        self.cache.touch()
+
+    def getattr(self, ino: int) -> Attr:
+        self.cache.touch()
+        return self.tree.getattr(ino)
+
+    def lookup(self, parent: int, name: str) -> Attr:
+        self.cache.touch()
+        return self.tree.lookup(parent, name)
+
+    def readdir(self, ino: int, after: str | None = None,
+                limit: int = -1) -> list[tuple[str, Attr]]:
+        """Entries in name-key order; ``after``: the ``name_key`` of the last one seen."""
+        self.cache.touch()
+        return self.tree.readdir(ino, after, limit)
+
+    def count_below(self, ino: int, limit: int) -> int:
+        return self.tree.count_below(ino, limit)
+
+    def parent_of(self, ino: int) -> int:
+        return self.tree.parent_of(ino)
+
+    def path_of(self, ino: int) -> str:
+        """A path of ``ino`` (of a hard-linked file: one of them)."""
+        return self.tree.path_of(ino)
+
+    def check_unlocked(self, ino: int, name: str | None = None) -> None:
+        """Raise ``errors.Locked`` when a WebDAV lock covers inode ``ino`` (with ``name``: the
+        entry ``name`` in directory ``ino``, and the directory's membership)."""
+        if self.lock_check is None:
+            return
+        try:
+            path = self.tree.path_of(ino)
+        except errors.NotFound:
+            return                           # unlinked while open: nobody can lock it
+        if name is not None:
+            self.lock_check(path)            # adding or removing a member changes the parent
+            path = path.rstrip("/") + "/" + name
+        self.lock_check(path)
+
+    def mknod(self, parent: int, name: str, mode: int, **kw) -> Attr:
+        self.cache.touch()
+        return self.tree.mknod(parent, name, mode, **kw)
+
+    def link(self, ino: int, parent: int, name: str) -> Attr:
+        self.cache.touch()
+        return self.tree.link(ino, parent, name)
+
+    def unlink_at(self, parent: int, name: str, keep=()) -> int:
+        """Remove an entry that is not a directory; inodes in ``keep`` (open, known to a
+        face) outlive their last link until released."""
+        self.cache.touch()
+        return self.tree.unlink(parent, name, keep=self._kept(keep))
+
+    def rmdir_at(self, parent: int, name: str, keep=()) -> int:
+        self.cache.touch()
+        return self.tree.rmdir(parent, name, keep=self._kept(keep))
+
+    def rename_at(self, old_parent: int, old_name: str, new_parent: int, new_name: str, *,
+                  replace: bool = True, exchange: bool = False, keep=()) -> int | None:
+        self.cache.touch()
+        return self.tree.rename(old_parent, old_name, new_parent, new_name, replace=replace,
+                                exchange=exchange, keep=self._kept(keep))
+
+    def setattr(self, ino: int, **fields) -> Attr:
+        self.cache.touch()
+        return self.tree.setattr(ino, **fields)
+
+    def props(self, ino: int) -> dict[tuple[str, str], bytes]:
+        return self.tree.props(ino)
+
+    def set_props(self, ino: int, changes: dict[tuple[str, str], bytes | None]) -> None:
+        self.cache.touch()
+        self.tree.set_props(ino, changes)
+
+    def xattrs(self, ino: int) -> dict[str, bytes]:
+        return self.tree.xattrs(ino)
+
+    def set_xattr(self, ino: int, name: str, value: bytes | None, **flags) -> None:
+        self.cache.touch()
+        self.tree.set_xattr(ino, name, value, **flags)
+
+    @staticmethod
+    def name_key(name: str) -> str:
+        """The key a name is looked up and ordered by (its NFC form); ``InvalidName`` for
+        a name that cannot exist."""
+        return check_name(name)
+
+    def sync(self) -> None:
+        """Make every change so far durable (fsync of a mount, for one)."""
+        self.tree.db.sync()
+
+    def deferred_sync(self):
+        """Changes of this thread inside are atomic at once and durable at the next
+        ``sync`` (see ``Database.deferred_sync``)."""
+        return self.tree.db.deferred_sync()
+
+    def _kept(self, keep) -> "_Kept":
+        return _Kept(self._open_readers, keep)
+
     # -- namespace by path --
 
     def stat(self, path: str) -> Attr:
+        self.cache.touch()
         return self.tree.resolve(path)
 
     def listdir(self, path: str) -> list[tuple[str, Attr]]:
-        attr = self.tree.resolve(path)
+        attr = self.stat(path)
         if not attr.is_dir:
             raise errors.NotADirectory(f"{path} is not a directory")
         return self.tree.readdir(attr.ino)
 
     def _parent(self, path: str) -> tuple[int, str]:
+        self.cache.touch()
         names = split_path(path)
         if not names:
             raise errors.InvalidArgument("the root has no parent")
@@ -256,12 +368,14 @@ class Volume:
         self.tree.rename(sp, sn, dp, dn, replace=replace, keep=self._open_inodes())
 
     def copy(self, src: str, dst: str, replace: bool = True) -> Attr:
-        """Copy a file in O(1) data: the copy shares the source's blocks."""
+        """Copy a file in O(1) data: the copy shares the source's blocks. Dead properties
+        are not copied (``copy_entry`` copies them)."""
+        self.cache.touch()
         sattr = self.tree.resolve(src)
         if not sattr.is_file:
             raise errors.IsADirectory(f"{src} is not a file")
         parent, name = self._parent(dst)
-        with self.tree.write():
+        with self.tree.db.write():
             try:
                 dattr = self.tree.lookup(parent, name)
                 if not replace:
@@ -270,11 +384,45 @@ class Volume:
                     raise errors.IsADirectory(f"{dst} is not a file")
             except errors.NotFound:
                 dattr = self.tree.create(parent, name, sattr.mode & 0o7777)
-            return self.tree.copy_content(sattr.ino, dattr.ino)
+            return self.extents.copy_content(sattr.ino, dattr.ino)
+
+    def copy_entry(self, src: str, dst: str, replace: bool = True) -> Attr:
+        """Copy one entry, with its dead properties: a file (sharing its blocks), or a
+        directory without its members (an existing one at ``dst`` is kept with
+        ``replace``). What WebDAV COPY does per resource, and ``copy_tree`` per entry."""
+        sattr = self.stat(src)
+        if sattr.is_dir:
+            try:
+                dattr = self.mkdir(dst, sattr.mode & 0o7777)
+            except errors.Exists:
+                dattr = self.stat(dst)
+                if not replace or not dattr.is_dir:
+                    raise
+        else:
+            dattr = self.copy(src, dst, replace=replace)
+        props = self.tree.props(sattr.ino)
+        if props:
+            self.tree.set_props(dattr.ino, props)
+        return dattr
+
+    def copy_tree(self, src: str, dst: str, replace: bool = True) -> int:
+        """Copy a file or a directory with everything below it, dead properties kept;
+        return how many entries. Not one transaction: a walk of ``copy_entry``, as WebDAV
+        COPY is."""
+        if (dst.rstrip("/") + "/").startswith(src.rstrip("/") + "/"):
+            raise errors.InvalidArgument(f"cannot copy {src} into itself")
+        self.copy_entry(src, dst, replace=replace)
+        count = 1
+        if self.stat(src).is_dir:
+            for name, _attr in self.listdir(src):
+                count += self.copy_tree(f"{src.rstrip('/')}/{name}", f"{dst.rstrip('/')}/{name}",
+                                        replace=replace)
+        return count
 
     # -- contents --
 
     def open_read(self, path_or_ino: str | int) -> FileReader:
+        self.cache.touch()
         ino = path_or_ino if isinstance(path_or_ino, int) else self.tree.resolve(path_or_ino).ino
         attr = self.tree.getattr(ino)
         if not attr.is_file:
@@ -320,6 +468,7 @@ class Volume:
         """A writer of a whole new content for ``path`` (created on close if missing);
         ``hashes`` names whole-file checksums (hashlib names) to compute and keep. With the
         announced ``length``, a write that cannot fit the quota fails here, before any byte."""
+        self.cache.touch()
         parent, name = self._parent(path)
         old_size = None
         try:
@@ -337,113 +486,32 @@ class Volume:
             w.write(data)
         return self.stat(path)
 
-    def _publish(self, parent: int, name: str, size: int, extents: dict[int, bytes],
-                 new_blocks, mtime: int | None, expect_etag: str | None, hashes: str) -> Attr:
-        with self.tree.write():
-            try:
-                attr = self.tree.lookup(parent, name)
-                if not attr.is_file:
-                    raise errors.IsADirectory(f"{name!r} is not a regular file")
-            except errors.NotFound:
-                if expect_etag:
-                    raise errors.Conflict(f"{name!r} was removed while being written")
-                attr = self.tree.create(parent, name)
-            return self.tree.set_content(attr.ino, size, extents, content_etag(size, extents),
-                                         truncate_from=0, blocks=new_blocks, mtime=mtime,
-                                         expect_etag=expect_etag, hashes=hashes)
-
-    def _inode_lock(self, ino: int) -> threading.Lock:
-        with self._locks_lock:
-            lock = self._inode_locks.get(ino)
-            if lock is None:
-                lock = threading.Lock()
-                self._inode_locks[ino] = lock
-            return lock
-
-    @contextmanager
-    def _rewriting(self, ino: int):
-        """For a change of a file's blocks: the inode's lock, one consistent version of the
-        file with its blocks pinned, and a storer whose new blocks go away on error."""
-        with self._inode_lock(ino):
-            attr, extents = self.tree.snapshot_content(ino)
-            if not attr.is_file:
-                raise errors.IsADirectory(f"inode {ino} is not a regular file")
-            storer = _BlockStorer(self, None)
-            self.pins.pin(extents.values())
-            try:
-                yield attr, extents, storer
-            except BaseException:
-                storer.abandon()
-                raise
-            finally:
-                self.pins.unpin(extents.values())
-            storer.finish()
-
     def pwrite(self, ino: int, offset: int, data: bytes) -> Attr:
-        """Write ``data`` at ``offset`` (past the end leaves a hole). Each touched block is
-        rewritten as a new block; the change is committed before this returns."""
-        if offset < 0:
-            raise errors.InvalidArgument("negative offset")
-        if not data:
-            return self.tree.getattr(ino)
-        bs = self.block_size
-        end = offset + len(data)
-        with self._rewriting(ino) as (attr, extents, storer):
-            self.check_room(end - attr.size)   # before encoding; the commit checks again
-            for idx in range(offset // bs, (end - 1) // bs + 1):
-                start = idx * bs
-                block = bytearray(self._read_block(extents.get(idx),
-                                                   min(bs, max(attr.size - start, 0))))
-                lo, hi = max(offset, start) - start, min(end, start + bs) - start
-                if len(block) < hi:
-                    block.extend(bytes(hi - len(block)))
-                block[lo:hi] = data[start + lo - offset:start + hi - offset]
-                storer.submit(idx, bytes(block))
-            storer.wait()
-            size = max(attr.size, end)
-            result = self.tree.set_content(ino, size, storer.done,
-                                           content_etag(size, {**extents, **storer.done}),
-                                           blocks=storer.new_blocks)
-        return result
-
-    def _read_block(self, name: bytes | None, length: int) -> bytes:
-        if length <= 0:
-            return b""
-        if name is None:
-            return bytes(length)
-        return self.cache.get(name)[:length]
+        """Write ``data`` at ``offset`` (past the end leaves a hole), committed before this
+        returns: the write buffers' path (``files``), as the FUSE face writes."""
+        self.files.open(ino)
+        try:
+            self.files.write(ino, offset, data)
+            self.files.flush(ino)
+        finally:
+            self.files.close(ino)
+        return self.tree.getattr(ino)
 
     def truncate(self, ino: int, size: int) -> Attr:
-        """Set a file's size; bytes past the old end read as zeros."""
-        if size < 0:
-            raise errors.InvalidArgument("negative size")
-        bs = self.block_size
-        keep = (size + bs - 1) // bs
-        with self._rewriting(ino) as (attr, extents, storer):
-            if size < attr.size and size % bs and (keep - 1) in extents:
-                # Cut the last kept block, so growing the file again reads zeros there.
-                storer.submit(keep - 1, self._read_block(extents[keep - 1], size % bs))
-                storer.wait()
-            merged = {i: h for i, h in extents.items() if i < keep}
-            merged.update(storer.done)
-            result = self.tree.set_content(ino, size, storer.done, content_etag(size, merged),
-                                           truncate_from=keep if size < attr.size else None,
-                                           blocks=storer.new_blocks)
-        return result
+        """Set a file's size, committed; bytes past the old end read as zeros."""
+        self.files.open(ino)
+        try:
+            self.files.truncate(ino, size)
+            self.files.flush(ino)
+        finally:
+            self.files.close(ino)
+        return self.tree.getattr(ino)
 
     # -- open handles and garbage --
 
     def _open_inodes(self) -> set[int]:
         with self._locks_lock:
             return set(self._open_readers)
-
-    def _discard_uncommitted(self, names: list[bytes]) -> None:
-        """Drop blocks an abandoned write stored that no committed file refers to."""
-        claimed = self.pins.claim(set(names), lambda n: not self.tree.block_refs_row(n))
-        try:
-            self.cache.discard(claimed)
-        finally:
-            self.pins.release(claimed)
 
     def _delete_blocks(self, candidates: list[bytes]) -> int:
         """Delete unreferenced blocks from the cache, the store and the metadata; return how
@@ -452,16 +520,16 @@ class Volume:
         blocks unreferenced is in the bucket."""
         total = 0
         for i in range(0, len(candidates), 1000):
-            claimed = self.pins.claim(candidates[i:i + 1000],
-                                      lambda n: self.tree.block_refs(n) == 0)
+            claimed = self.publisher.pins.claim(candidates[i:i + 1000],
+                                      lambda n: self.extents.block_refs(n) == 0)
             if not claimed:
                 continue
             try:
                 self.cache.discard(claimed)
                 self.store.delete_many(block_key(n) for n in claimed)
-                total += len(self.tree.forget_blocks(claimed))
+                total += len(self.extents.forget_blocks(claimed))
             finally:
-                self.pins.release(claimed)
+                self.publisher.pins.release(claimed)
         return total
 
     def collect_garbage(self, timeout: float = 30.0) -> int:
@@ -481,11 +549,39 @@ class Volume:
         tmp.write_text(json.dumps(figures, indent=1, default=str))
         os.replace(tmp, self.data_dir / "stats.json")
 
+    def problems(self) -> list[str]:
+        """What keeps this volume from serving now, one line each (empty: ready): the store
+        does not answer, the metadata cannot be read, the lease is not held, the data dir
+        is not writable or its disk is full. Reads only: no lock is taken."""
+        found = []
+        try:
+            self.store.head("volume.json")   # a small object every volume has
+        except Exception as exc:  # any failure means not ready; the reason goes in the line
+            found.append(f"store: {type(exc).__name__}: {exc}")
+        try:
+            self.tree.meta("volume_id")
+            if self.lease is not None and self.lease.state() != "held":   # writes refuse
+                found.append(f"lease: {self.lease.state()}")
+            elif not os.access(self.data_dir, os.W_OK):
+                found.append("metadata: the data dir is not writable")
+        except Exception as exc:
+            found.append(f"metadata: {type(exc).__name__}: {exc}")
+        return found + space.full(self.data_dir)   # writes answer 507 until one succeeds
+
+    def fsck(self, full: bool = False, repair: bool = False, progress=None):
+        """Check the metadata against the store (``core.fsck``); a ``Report``."""
+        from .fsck import fsck
+        return fsck(self, full=full, repair=repair, progress=progress)
+
+    def cache_size(self) -> int:
+        """The block cache's size limit in bytes."""
+        return self.cache.max_bytes
+
     def figures(self) -> dict:
         comp = self.codec.snapshot()
         raw = sum(k["bytes_in"] for k in comp.values())
         stored = sum(k["bytes_stored"] for k in comp.values())
-        tree = self.tree.stats()
+        tree = {**self.tree.stats(), **self.extents.stats()}
         counts = getattr(self.store, "request_counts", dict)()
         return {"volume_id": self.volume_id, "block_size": self.block_size,
                 **tree, **self.cache.figures(),
@@ -511,8 +607,10 @@ class Volume:
         self._closed = True
         if self.shipper:
             self.shipper.stop(flush=True)
-        self._pool.shutdown(wait=True)
-        self.tree.sync()   # deferred commits and their blocks to disk, before the cache closes
+        if self.files:
+            self.files.close_all()
+        self.publisher.close()
+        self.tree.db.sync()   # deferred commits and their blocks to disk, before the cache closes
         self.cache.close()
         if self.shipper:
             self._write_stats()
@@ -525,6 +623,17 @@ class Volume:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Kept:
+    """Inodes that outlive their last link: held open in the core, or named by a face
+    (``keep``). Membership only, without copying either (a mount knows thousands)."""
+
+    def __init__(self, held: dict, keep):
+        self.held, self.keep = held, keep
+
+    def __contains__(self, ino) -> bool:
+        return ino in self.held or ino in self.keep
 
 
 def _fenced(store: store_mod.ObjectStore, guard) -> store_mod.ObjectStore:

@@ -1,5 +1,5 @@
-"""The registry: tenants, users and app tokens, kept in the main volume's tree database
-(tables ``tenants``, ``users``, ``tokens`` in core/tree.py), so the journal ships them to
+"""The registry: tenants, users and app tokens, kept in the main volume's database (tables
+``tenants``, ``users``, ``tokens``, declared here as replicated), so the journal ships them to
 the bucket with the rest of the metadata and ``razordav restore`` brings them back.
 
 Owns: the rows, name and role rules, argon2id hashing of passwords and token secrets, and
@@ -24,7 +24,7 @@ verified, so a password change, deletion, revocation or tenant removal made by A
 how long a digest of a secret stays in memory. A role change applies at once too.
 
 Threading: safe from many threads. SQLite goes through Tree (a connection per thread,
-writes serialised in ``tree.write()``); ``_cache_lock`` guards ``_cache`` and is a leaf lock,
+writes serialised in ``tree.db.write()``); ``_cache_lock`` guards ``_cache`` and is a leaf lock,
 never held around SQLite or argon2. Hashing happens outside write transactions, so a slow
 hash does not hold the database's write lock.
 """
@@ -45,9 +45,30 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..core import errors
+from ..core.db import table
 from ..core.tree import Tree
 from . import ROLES, TOKEN_SCOPES, Principal
 from .tenants import check_tenant_dir, check_tenant_name, new_tenant_dir
+
+# The service registry (service/registry.py) lives in the main volume's database, so it is
+# journaled and restored with it. Hashes are argon2id strings, never clear text.
+table("tenants", """
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY, quota_bytes INTEGER, max_files INTEGER,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+""", ("name", "quota_bytes", "max_files", "created"), ("name",))
+table("users", """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, tenant TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_tenant ON users (tenant);
+""", ("name", "tenant", "role", "hash", "created"), ("name",))
+table("tokens", """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, username TEXT NOT NULL, label TEXT NOT NULL, hash TEXT NOT NULL,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_username ON tokens (username);
+""", ("id", "username", "label", "hash", "created"), ("id",))
 
 _USER = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9._@-]{0,63}")
 _TOKEN = re.compile(r"rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -156,6 +177,7 @@ class Registry:
     def __init__(self, tree: Tree, hasher: PasswordHasher | None = None,
                  cache_ttl: float = 60.0):
         self.tree = tree
+        tree.db.create_tables()     # ours, if this database was opened before they were declared
         self.hasher = hasher or PasswordHasher()
         self.cache_ttl = cache_ttl
         self._dummy = _dummy_hash(self.hasher)
@@ -170,7 +192,7 @@ class Registry:
         """Register a tenant. MUST NOT exist yet (``Exists``)."""
         tenant = Tenant(check_tenant_name(name), _check_limit("quota_bytes", quota_bytes),
                         _check_limit("max_files", max_files), int(time.time()))
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             if self._tenant_row(c, name):
                 raise errors.Exists(f"tenant {name!r} exists already")
             c.execute("INSERT INTO tenants VALUES (?, ?, ?, ?)",
@@ -182,7 +204,7 @@ class Registry:
     def set_tenant_limits(self, name: str, quota_bytes: int | None = None,
                           max_files: int | None = None) -> Tenant:
         """Replace a tenant's quota and file limit (None: no limit)."""
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             if not self._tenant_row(c, name):
                 raise errors.NotFound(f"no tenant {name!r}")
             c.execute("UPDATE tenants SET quota_bytes = ?, max_files = ? WHERE name = ?",
@@ -193,7 +215,7 @@ class Registry:
     def del_tenant(self, name: str) -> list[str]:
         """Remove a tenant with its users and their tokens, in one transaction; return the
         names of the users removed. Its data (volume) is the caller's to delete."""
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             if not self._tenant_row(c, name):
                 raise errors.NotFound(f"no tenant {name!r}")
             users = [r[0] for r in c.execute("SELECT name FROM users WHERE tenant = ?", (name,))]
@@ -212,11 +234,11 @@ class Registry:
         return check_tenant_dir(self.tree.meta(DIR_KEY + check_tenant_name(name), name))
 
     def tenants(self) -> list[Tenant]:
-        return [Tenant(*r) for r in self.tree._conn().execute(
+        return [Tenant(*r) for r in self.tree.db.reader().execute(
             "SELECT name, quota_bytes, max_files, created FROM tenants ORDER BY name")]
 
     def tenant(self, name: str) -> Tenant:
-        row = self._tenant_row(self.tree._conn(), name)
+        row = self._tenant_row(self.tree.db.reader(), name)
         if row is None:
             raise errors.NotFound(f"no tenant {name!r}")
         return Tenant(*row)
@@ -233,10 +255,10 @@ class Registry:
         check_user_name(name)
         check_role(role)
         check_password(password)
-        self._check_new_user(self.tree._conn(), name, tenant)  # fail fast, before hashing
+        self._check_new_user(self.tree.db.reader(), name, tenant)  # fail fast, before hashing
         stored = self.hasher.hash(password)
         user = User(name, tenant, role, int(time.time()))
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             self._check_new_user(c, name, tenant)
             c.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?)",
                       (name, tenant, role, stored, user.created))
@@ -252,14 +274,14 @@ class Registry:
         """Replace a user's password; cached verifications of the old one stop working.
         The user's app tokens stay valid (revoke them separately)."""
         stored = self.hasher.hash(check_password(password))
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             if not c.execute("UPDATE users SET hash = ? WHERE name = ?",
                              (stored, name)).rowcount:
                 raise errors.NotFound(f"no user {name!r}")
         self._forget(lambda hit: hit.user == name and hit.token_id is None)
 
     def set_role(self, name: str, role: str) -> User:
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             if not c.execute("UPDATE users SET role = ? WHERE name = ?",
                              (check_role(role), name)).rowcount:
                 raise errors.NotFound(f"no user {name!r}")
@@ -267,7 +289,7 @@ class Registry:
 
     def del_user(self, name: str) -> None:
         """Remove a user and its tokens."""
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             c.execute("DELETE FROM tokens WHERE username = ?", (name,))
             if not c.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount:
                 raise errors.NotFound(f"no user {name!r}")
@@ -278,10 +300,10 @@ class Registry:
         args: tuple = ()
         if tenant is not None:
             sql, args = sql + " WHERE tenant = ?", (tenant,)
-        return [User(*r) for r in self.tree._conn().execute(sql + " ORDER BY name", args)]
+        return [User(*r) for r in self.tree.db.reader().execute(sql + " ORDER BY name", args)]
 
     def user(self, name: str) -> User:
-        row = self._user_row(self.tree._conn(), name)
+        row = self._user_row(self.tree.db.reader(), name)
         if row is None:
             raise errors.NotFound(f"no user {name!r}")
         return User(*row)
@@ -305,7 +327,7 @@ class Registry:
         self.user(user)   # fail fast, before hashing
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         stored = self.hasher.hash(secret)
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             if not self._user_row(c, user):
                 raise errors.NotFound(f"no user {user!r}")
             c.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
@@ -315,14 +337,14 @@ class Registry:
         return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
     def revoke_token(self, token_id: str) -> None:
-        with self.tree.write() as c:
+        with self.tree.db.write() as c:
             if not c.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount:
                 raise errors.NotFound(f"no token {token_id!r}")
             c.execute("DELETE FROM meta WHERE key = ?", (SCOPE_KEY + token_id,))
         self._forget(lambda hit: hit.token_id == token_id)
 
     def tokens(self, user: str) -> list[Token]:
-        c = self.tree._conn()
+        c = self.tree.db.reader()
         if not self._user_row(c, user):
             raise errors.NotFound(f"no user {user!r}")
         return [Token(*r) for r in c.execute(
@@ -383,7 +405,7 @@ class Registry:
         """(token id or None, the hash to verify against, the secret to verify)."""
         if not _USER.fullmatch(name) or not password or len(password) > MAX_PASSWORD:
             return None, self._dummy, raw[:MAX_PASSWORD]
-        c = self.tree._conn()
+        c = self.tree.db.reader()
         m = _TOKEN.fullmatch(password)
         if m:
             row = c.execute("SELECT hash FROM tokens WHERE id = ? AND username = ?",
@@ -396,7 +418,7 @@ class Registry:
 
     def _current(self, hit: _Hit) -> User | None:
         """The user, when what ``hit`` verified is still its password or live token."""
-        c = self.tree._conn()
+        c = self.tree.db.reader()
         if hit.token_id is None:
             row = c.execute(
                 "SELECT u.name, u.tenant, u.role, u.created FROM users u "

@@ -136,7 +136,7 @@ def test_dirty_blocks_of_an_unfinished_write_are_dropped_at_start(open_volume):
     vol.cache.sync()
     # simulate a crash: no abort, no close of the writer
     vol._closed = True
-    vol._pool.shutdown()
+    vol.publisher.pool.shutdown()
     vol.cache.close()
     vol.tree.close()
     vol2 = open_volume()
@@ -164,7 +164,7 @@ def test_range_reads_match_and_raw_blocks_are_read_in_place(open_volume, kind):
             off = rng.randrange(0, len(data))
             n = rng.choice([1, 4096, BS])
             assert r.pread(off, n) == data[off:off + n]
-    first = vol.tree.extents(ino)[0].hex()             # a block of the data, not the tail
+    first = vol.extents.extents(ino)[0].hex()             # a block of the data, not the tail
     assert vol.cache._entries[first].plain == (kind == "random")
     assert vol.cache.stats["hits"] > reads_before
 
@@ -174,7 +174,7 @@ def test_a_damaged_cache_file_is_found_on_its_first_read(open_volume):
     data = os.urandom(BS)
     vol.write_file("/f", data)
     assert vol.cache.wait_uploaded(30)
-    name = next(iter(vol.tree.extents(vol.stat("/f").ino).values()))
+    name = next(iter(vol.extents.extents(vol.stat("/f").ino).values()))
     path = vol.cache._path(name.hex())
     blob = bytearray(path.read_bytes())
     blob[100] ^= 0xFF
@@ -193,7 +193,7 @@ def test_deferred_commits_leave_blocks_unsynced_until_a_durable_point(open_volum
     files = OpenFiles(vol)
     try:
         ino = vol.tree.create(1, "f").ino
-        with vol.tree.deferred_sync():
+        with vol.tree.db.deferred_sync():
             files.open(ino)
             files.write(ino, 0, os.urandom(BS + 10))
             files.close(ino)                            # committed, not flushed
@@ -203,12 +203,12 @@ def test_deferred_commits_leave_blocks_unsynced_until_a_durable_point(open_volum
         vol.cache._flush = lambda: flushed.append(len(vol.cache._unsynced)) or real()
         vol.tree.set_meta("probe", "1")                 # any durable commit flushes first
         assert flushed == [2] and vol.cache._unsynced == set()
-        with vol.tree.deferred_sync():
+        with vol.tree.db.deferred_sync():
             files.open(ino)
             files.write(ino, 0, os.urandom(100))
             files.close(ino)
         assert len(vol.cache._unsynced) == 1
-        vol.tree.sync()                                 # fsync / fsyncdir of the mount
+        vol.tree.db.sync()                                 # fsync / fsyncdir of the mount
         assert flushed == [2, 1] and vol.cache._unsynced == set()
     finally:
         files.close_all()
@@ -219,7 +219,7 @@ def _crash(vol):
     """Stop a volume as a kill -9 would: no commits, no uploads, no close of writers."""
     vol._closed = True
     vol.shipper.stop(flush=False)
-    vol._pool.shutdown()
+    vol.publisher.pool.shutdown()
     vol.cache._closing = True
     with vol.cache._lock:
         vol.cache._wake.notify_all()
@@ -236,7 +236,7 @@ def test_a_crash_before_the_index_commit_keeps_the_blocks_metadata_names(open_vo
     files = OpenFiles(vol, max_age=3600)
     kept_data, lost_data = os.urandom(BS + 10), os.urandom(BS)
     ino = vol.tree.create(1, "f").ino
-    with vol.tree.deferred_sync():
+    with vol.tree.db.deferred_sync():
         files.open(ino)
         files.write(ino, 0, kept_data)
         files.close(ino)                                  # committed; index commit queued
@@ -244,10 +244,10 @@ def test_a_crash_before_the_index_commit_keeps_the_blocks_metadata_names(open_vo
     w = vol.open_write("/g")
     w.write(lost_data)                                    # one block, never committed
     w._storer._reap(block=True)
-    named = set(vol.tree.extents(ino).values())
+    named = set(vol.extents.extents(ino).values())
     stray = {n for n in vol.cache.names()} - named
     assert len(named) == 2 and len(stray) == 1
-    vol.tree.sync()    # the tree's commit is on disk; drop the index rows it promised
+    vol.tree.db.sync()    # the tree's commit is on disk; drop the index rows it promised
     files._stop.set()
     _crash(vol)
     db = sqlite3.connect(vol.cache.dir / "index.sqlite")
@@ -268,7 +268,7 @@ def test_a_crash_before_the_index_commit_keeps_the_blocks_metadata_names(open_vo
 def test_a_damaged_unindexed_block_is_not_adopted(open_volume, caplog):
     vol = open_volume(upload_paused=True)
     vol.write_file("/f", os.urandom(BS))
-    name = next(iter(vol.tree.extents(vol.stat("/f").ino).values()))
+    name = next(iter(vol.extents.extents(vol.stat("/f").ino).values()))
     path = vol.cache._path(name.hex())
     _crash(vol)
     db = sqlite3.connect(vol.cache.dir / "index.sqlite")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from razordav.core.files import INLINE_BLOCK
+from razordav.core.publish import INLINE_BLOCK
 from razordav.core.handles import OpenFiles
 
 from .conftest import BS

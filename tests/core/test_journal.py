@@ -158,7 +158,7 @@ def test_same_data_dir_reclaims_its_lease_after_a_crash(open_volume):
     vol.write_file("/f", b"x")
     # crash: nothing released
     vol._closed = True
-    vol._pool.shutdown()
+    vol.publisher.pool.shutdown()
     vol.cache.close()
     vol.tree.close()
     again = open_volume()

@@ -18,7 +18,7 @@ from .conftest import BS
 
 def recount(vol):
     """Usage the slow way, from every inode: what the counters must always equal."""
-    c = vol.tree._conn()
+    c = vol.tree.db.reader()
     size, files = c.execute(
         "SELECT COALESCE(SUM(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0), "
         "COUNT(*) FROM inodes WHERE ino != ?", (ROOT,)).fetchone()
@@ -28,12 +28,12 @@ def recount(vol):
 def nothing_left(vol, before_usage, before_blocks):
     """The state after a refused change: usage, block rows and cached blocks as before."""
     assert vol.usage() == before_usage == recount(vol)
-    assert set(vol.tree._conn().execute("SELECT hash FROM blocks").fetchall()) == before_blocks
+    assert set(vol.tree.db.reader().execute("SELECT hash FROM blocks").fetchall()) == before_blocks
     assert {(n,) for n in vol.cache.names()} <= before_blocks
 
 
 def blocks_of(vol):
-    return set(vol.tree._conn().execute("SELECT hash FROM blocks").fetchall())
+    return set(vol.tree.db.reader().execute("SELECT hash FROM blocks").fetchall())
 
 
 # -- counters --
@@ -88,7 +88,7 @@ def test_counters_are_recomputed_on_reopen(open_volume):
     vol = open_volume()
     assert vol.usage() == want == recount(vol)
     # Counters are derived state: even a damaged row is right again after an open.
-    with vol.tree.write() as c:
+    with vol.tree.db.write() as c:
         c.execute("UPDATE usage SET bytes = 1, files = 99")
     vol.close()
     vol = open_volume()

@@ -59,7 +59,7 @@ def test_rename_directory_is_one_row_update(tree):
     b = tree.mkdir(ROOT, "b")
     for i in range(500):
         tree.create(a.ino, f"f{i}")
-    c = tree._conn()
+    c = tree.db.reader()
     before = c.total_changes
     seq = c.execute("SELECT MAX(seq) FROM journal").fetchone()[0]
     tree.rename(ROOT, "a", b.ino, "moved")
@@ -252,10 +252,10 @@ def test_readdir_pages_are_stable(tree):
 
 def test_hundred_thousand_entries(tree):
     d = tree.mkdir(ROOT, "big")
-    with tree.write():
+    with tree.db.write():
         for i in range(100_000):
             tree.create(d.ino, f"file-{i:06}")
-    c = tree._conn()
+    c = tree.db.reader()
     plan = " ".join(r[3] for r in c.execute(
         "EXPLAIN QUERY PLAN SELECT ino FROM dentries WHERE parent = ? AND key = ?", (d.ino, "x")))
     assert "USING PRIMARY KEY" in plan or "INDEX" in plan
@@ -268,7 +268,7 @@ def test_hundred_thousand_entries(tree):
 def test_failed_transaction_changes_nothing(tree):
     tree.create(ROOT, "keep")
     with pytest.raises(RuntimeError):
-        with tree.write():
+        with tree.db.write():
             tree.create(ROOT, "new")
             raise RuntimeError("boom")
     assert [n for n, _ in tree.readdir(ROOT)] == ["keep"]

@@ -102,7 +102,7 @@ def test_pwrite_at_offsets_and_holes(vol):
     assert data[:50] == b"a" * 50 and data[50:60] == b"B" * 10 and data[60:100] == b"a" * 40
     assert data[100:3 * BS + 5] == bytes(3 * BS + 5 - 100)
     assert data[3 * BS + 5:] == b"tail"
-    assert len(vol.tree.extents(ino)) == 2       # the hole has no blocks
+    assert len(vol.extents.extents(ino)) == 2       # the hole has no blocks
 
 
 def test_pwrite_spanning_blocks(vol):
@@ -124,7 +124,7 @@ def test_truncate_shrink_then_grow_reads_zeros(vol):
     vol.truncate(ino, 3 * BS)
     assert vol.read_file("/f") == data[:BS + 10] + bytes(2 * BS - 10)
     vol.truncate(ino, 0)
-    assert vol.read_file("/f") == b"" and vol.tree.extents(ino) == {}
+    assert vol.read_file("/f") == b"" and vol.extents.extents(ino) == {}
     with pytest.raises(errors.InvalidArgument):
         vol.truncate(ino, -1)
 
@@ -134,7 +134,7 @@ def test_copy_shares_blocks(vol):
     vol.write_file("/src", data)
     vol.copy("/src", "/dst")
     assert vol.read_file("/dst") == data
-    assert vol.tree.extents(vol.stat("/dst").ino) == vol.tree.extents(vol.stat("/src").ino)
+    assert vol.extents.extents(vol.stat("/dst").ino) == vol.extents.extents(vol.stat("/src").ino)
     vol.unlink("/src")
     vol.collect_garbage()
     assert vol.read_file("/dst") == data
@@ -239,7 +239,7 @@ def test_corrupt_object_in_store_is_an_error_not_bad_data(open_volume, tmp_path)
     vol = open_volume()
     vol.write_file("/f", os.urandom(BS))
     assert vol.cache.wait_uploaded(10)
-    name = next(iter(vol.tree.extents(vol.stat("/f").ino).values()))
+    name = next(iter(vol.extents.extents(vol.stat("/f").ino).values()))
     vol.close()
     import shutil
     shutil.rmtree(tmp_path / "data" / "cache")

@@ -217,7 +217,7 @@ def make_big_tree(data_dir) -> None:
     vol = Volume.open(data_dir, journal_interval=0)
     vol.mkdir("/big")
     parent = vol.stat("/big").ino
-    with vol.tree.write():
+    with vol.tree.db.write():
         for i in range(10_050):
             vol.tree.create(parent, f"f{i}")
     vol.close()

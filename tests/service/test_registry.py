@@ -250,7 +250,7 @@ def test_user_of_a_tenant_removed_elsewhere_fails(acme, tree):
     no longer log in, cached or not."""
     reg = acme
     assert reg.verify_password("alice", "correct horse")
-    with tree.write() as c:
+    with tree.db.write() as c:
         c.execute("DELETE FROM tenants WHERE name = 'acme'")
     assert reg.verify_password("alice", "correct horse") is None
 
