@@ -255,6 +255,10 @@ def _mount(opts: config.Options, args, ready) -> int:
         if tenant is not None:
             from .service.tenancy import apply_limits
             apply_limits(vol, tenant)
+        from .dav.locks import lock_checker, standalone_lock_manager
+        # WebDAV locks taken before this mount (they persist) keep its writers out too.
+        vol.lock_check = lock_checker(standalone_lock_manager(vol.data_dir,
+                                                              opts.lock_timeout_max))
         mount(vol, args.mountpoint, fuse_options=args.fuse_options or (), ready=ready)
     except MountError as exc:
         raise UserError(str(exc)) from None
@@ -345,6 +349,7 @@ def cmd_restore(opts: config.Options, args) -> int:
     from tqdm import tqdm
 
     from .core import journal
+    from .service import registry  # noqa: F401  (declares its tables before the replay)
     from .store import open_store
     data_dir = Path(opts.data_dir)
     if (data_dir / "meta.db").exists():
@@ -450,18 +455,20 @@ def cmd_fsck(opts: config.Options, args) -> int:
     return 0 if report.clean else 1
 
 
-def _private_files(data_dir: str) -> None:
+def _private_files(data_dir: str) -> int:
     """Whatever the umask, everything this process creates is for its user alone (the data
     dir holds password hashes, file contents and names): 0700 directories, 0600 files.
     A data dir made by an older razordav is closed up too (its top level; files keep
-    their modes until rewritten, and cannot be reached through the closed directory)."""
-    os.umask(0o077)
+    their modes until rewritten, and cannot be reached through the closed directory).
+    Returns the umask it replaced."""
+    old = os.umask(0o077)
     try:
         os.chmod(data_dir, 0o700)
     except FileNotFoundError:
         pass
     except OSError as exc:
         log.warning("cannot make %s private: %s", data_dir, exc.strerror)
+    return old
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,7 +482,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     setup_logging(opts, args.verbose, args.quiet)
     _pin_malloc_threshold()
-    _private_files(opts.data_dir)
+    umask = _private_files(opts.data_dir)
+    try:
+        return _run(args, opts)
+    finally:
+        os.umask(umask)   # main() may run inside another program (the tests do)
+
+
+def _run(args, opts: config.Options) -> int:
     if args.command == "serve" and opts.auth != "none":
         from pathlib import Path
 

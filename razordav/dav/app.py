@@ -12,7 +12,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from .dc import TrustedDC
 from .edge import Edge
-from .locks import LOCK_DB, AtomicLock, SqliteLockStorage
+from .locks import LOCK_DB, AtomicLock, SqliteLockStorage, lock_checker
 from .provider import RazorProvider
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,10 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
         "block_size": 1 << 20,
         "add_header_MS_Author_Via": True,
     }
-    return Edge(AtomicLock(WsgiDAVApp(config), locks), volume)
+    dav = WsgiDAVApp(config)
+    # Faces that send no lock tokens (the mount of ``serve --mount``) honour these locks.
+    volume.lock_check = lock_checker(dav.lock_manager)
+    return Edge(AtomicLock(dav, locks), volume)
 
 
 def _patch_wsgidav_destination() -> None:

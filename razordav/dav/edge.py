@@ -93,7 +93,7 @@ class Edge:
         self.volume = volume
 
     def __call__(self, environ, start_response):
-        self.volume.cache.touch()   # uploads wait for a pause in requests (upload_delay)
+        self.volume.request()   # uploads wait for a pause in requests (upload_delay)
         try:
             return self._guard(environ, start_response)
         except errors.BadBody as exc:   # read up front below; http.py closes after
@@ -134,7 +134,7 @@ class Edge:
             attr = self.volume.stat(normalize_path(path))
         except (errors.FsError, DAVError):
             return False  # WsgiDAV answers the missing or invalid path
-        return attr.is_dir and self.volume.tree.count_below(attr.ino, MAX_INFINITY_ENTRIES) \
+        return attr.is_dir and self.volume.count_below(attr.ino, MAX_INFINITY_ENTRIES) \
             > MAX_INFINITY_ENTRIES
 
 

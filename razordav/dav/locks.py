@@ -26,6 +26,8 @@ import json
 import sqlite3
 import threading
 import time
+from pathlib import Path
+from urllib.parse import quote
 
 from sqlitedict import SqliteDict
 from wsgidav.lock_man.lock_storage import LockStorageDict
@@ -202,3 +204,32 @@ class AtomicLock:
             if not ok:
                 for token in made:
                     self.storage.delete(token)
+
+
+def lock_checker(lock_manager):
+    """``check(path)`` for ``Volume.lock_check``: raises ``errors.Locked`` when a lock held
+    by anybody covers ``path`` (the path itself, or a parent locked with depth infinity), as
+    for a WebDAV client that sends no lock token. Faces that cannot send one (a mount) ask
+    it before every change."""
+    from wsgidav.dav_error import HTTP_LOCKED, DAVError
+
+    from ..core import errors
+
+    def check(path: str) -> None:
+        try:
+            lock_manager.check_write_permission(url=quote(path), depth="0", token_list=[],
+                                                principal="")
+        except DAVError as exc:
+            if exc.value != HTTP_LOCKED:
+                raise
+            raise errors.Locked(f"{path} is locked over WebDAV") from None
+    return check
+
+
+def standalone_lock_manager(data_dir, max_timeout: int):
+    """The lock manager over a data dir's lock storage, for a process that serves no WebDAV
+    (``razordav mount``): one process holds a volume at a time, so nothing else changes the
+    storage meanwhile."""
+    from wsgidav.lock_man.lock_manager import LockManager
+    return LockManager(SqliteLockStorage(str(Path(data_dir) / "locks.sqlite"),
+                                         max_timeout=max_timeout))

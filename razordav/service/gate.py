@@ -136,7 +136,7 @@ class Service:
 
     def _cache_share(self) -> int:
         """Each tenant's cache: an equal share of the configured size (at least 64 MiB)."""
-        total = self.main_volume.cache.max_bytes
+        total = self.main_volume.cache_size()
         return max(64 << 20, total // max(1, len(self.registry.tenants())))
 
     def close(self) -> None:
