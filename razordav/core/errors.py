@@ -120,3 +120,10 @@ class Conflict(FsError):
     """The file changed underneath the operation; retry it."""
     errno = _errno.EAGAIN
     http_status = 409
+
+
+class Locked(FsError):
+    """A WebDAV lock held by someone else covers the path (RFC 4918 7): the change waits until
+    the lock is released or expires. A mount, which cannot send lock tokens, gets EACCES."""
+    errno = _errno.EACCES
+    http_status = 423

@@ -11,14 +11,11 @@ writer or reader belongs to one thread at a time.
 
 from __future__ import annotations
 
-import collections
 import hashlib
-import threading
-from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from . import errors
-from .blocks import digest, kind_of_head, kind_of_name
+from .blocks import kind_of_name
 
 if TYPE_CHECKING:
     from .volume import Volume

@@ -169,6 +169,7 @@ class OpenFiles:
     # -- reading --
 
     def read(self, ino: int, offset: int, length: int) -> bytes:
+        self.vol.request()   # uploads wait for a pause in requests
         st = self._use(ino)
         with st.lock:
             if st.dirty:
@@ -245,6 +246,7 @@ class OpenFiles:
 
     def write(self, ino: int, offset: int, data: bytes) -> int:
         """Buffer ``data`` at ``offset`` (past the end leaves a hole); return its length."""
+        self.vol.request()   # uploads wait for a pause in requests
         if offset < 0:
             raise errors.InvalidArgument("negative offset")
         st = self._use(ino)

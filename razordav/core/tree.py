@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat as st
-import threading
 import time
 import unicodedata
 from contextlib import contextmanager
@@ -63,26 +62,6 @@ CREATE TABLE IF NOT EXISTS xattrs (
     ino INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (ino, name)) WITHOUT ROWID;
 """, ("ino", "name", "value"), ("ino", "name"), ("value",))
-# The service registry (service/registry.py) lives in the main volume's database, so it is
-# journaled and restored with it. Hashes are argon2id strings, never clear text.
-table("tenants", """
-CREATE TABLE IF NOT EXISTS tenants (
-    name TEXT PRIMARY KEY, quota_bytes INTEGER, max_files INTEGER,
-    created INTEGER NOT NULL) WITHOUT ROWID;
-""", ("name", "quota_bytes", "max_files", "created"), ("name",))
-table("users", """
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY, tenant TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL,
-    created INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS users_tenant ON users (tenant);
-""", ("name", "tenant", "role", "hash", "created"), ("name",))
-table("tokens", """
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY, username TEXT NOT NULL, label TEXT NOT NULL, hash TEXT NOT NULL,
-    created INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tokens_username ON tokens (username);
-""", ("id", "username", "label", "hash", "created"), ("id",))
-
 # Usage counters for quotas: one row, kept by triggers in the transaction of each change, so
 # ``usage()`` is O(1) and a quota is enforced where the change commits (parallel writers
 # cannot overshoot). Bytes are the logical sizes of regular files, each inode once (hard
@@ -497,8 +476,8 @@ class Tree:
 
     def _purge(self, c, ino: int) -> None:
         purge_content(c, ino)
-        for table in ("props", "xattrs", "inodes"):
-            c.execute(f"DELETE FROM {table} WHERE ino = ?", (ino,))
+        for name in ("props", "xattrs", "inodes"):
+            c.execute(f"DELETE FROM {name} WHERE ino = ?", (ino,))
 
     def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
                replace: bool = True, exchange: bool = False, keep: Iterable[int] = ()) -> int | None:

@@ -35,7 +35,7 @@ from .publish import Publisher
 from .journal import Shipper, begin_term
 from .lease import Lease, gateway_id
 from .extents import Extents
-from .tree import Attr, Tree, split_path
+from .tree import Attr, Tree, check_name, split_path
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ class Volume:
         self.shipper: Shipper | None = None
         self.publisher = Publisher(tree, self.extents, cache, codec, workers)
         self.files: OpenFiles | None = None     # the write buffers, from ``open`` on
+        # ``lock_check(path)`` raises ``errors.Locked`` when a WebDAV lock covers ``path``;
+        # set by the wiring that owns the lock storage (cli), asked by faces that send no
+        # lock tokens (FUSE). None: no locks to honour.
+        self.lock_check = None
         self._locks_lock = threading.Lock()
         self._open_readers: dict[int, int] = {}
         self._closed = False
@@ -212,18 +216,127 @@ class Volume:
             raise errors.NoSpace(f"quota exceeded: {u['files']} of {self.max_files} files "
                                  "used")
 
+    # -- the namespace by inode: what the faces call (FUSE all of it, DAV and the API some) --
+    #
+    # Every call of the faces records that a request happened (``request``): uploads and
+    # journal rounds wait for a pause in them. Internal work calls ``tree`` directly.
+
+    def request(self) -> None:
+        """Note a client request now (uploads wait for a pause of ``upload_delay``)."""
+        self.cache.touch()
+
+    def getattr(self, ino: int) -> Attr:
+        self.cache.touch()
+        return self.tree.getattr(ino)
+
+    def lookup(self, parent: int, name: str) -> Attr:
+        self.cache.touch()
+        return self.tree.lookup(parent, name)
+
+    def readdir(self, ino: int, after: str | None = None,
+                limit: int = -1) -> list[tuple[str, Attr]]:
+        """Entries in name-key order; ``after``: the ``name_key`` of the last one seen."""
+        self.cache.touch()
+        return self.tree.readdir(ino, after, limit)
+
+    def count_below(self, ino: int, limit: int) -> int:
+        return self.tree.count_below(ino, limit)
+
+    def parent_of(self, ino: int) -> int:
+        return self.tree.parent_of(ino)
+
+    def path_of(self, ino: int) -> str:
+        """A path of ``ino`` (of a hard-linked file: one of them)."""
+        return self.tree.path_of(ino)
+
+    def check_unlocked(self, ino: int, name: str | None = None) -> None:
+        """Raise ``errors.Locked`` when a WebDAV lock covers inode ``ino`` (with ``name``: the
+        entry ``name`` in directory ``ino``, and the directory's membership)."""
+        if self.lock_check is None:
+            return
+        try:
+            path = self.tree.path_of(ino)
+        except errors.NotFound:
+            return                           # unlinked while open: nobody can lock it
+        if name is not None:
+            self.lock_check(path)            # adding or removing a member changes the parent
+            path = path.rstrip("/") + "/" + name
+        self.lock_check(path)
+
+    def mknod(self, parent: int, name: str, mode: int, **kw) -> Attr:
+        self.cache.touch()
+        return self.tree.mknod(parent, name, mode, **kw)
+
+    def link(self, ino: int, parent: int, name: str) -> Attr:
+        self.cache.touch()
+        return self.tree.link(ino, parent, name)
+
+    def unlink_at(self, parent: int, name: str, keep=()) -> int:
+        """Remove an entry that is not a directory; inodes in ``keep`` (open, known to a
+        face) outlive their last link until released."""
+        self.cache.touch()
+        return self.tree.unlink(parent, name, keep=self._kept(keep))
+
+    def rmdir_at(self, parent: int, name: str, keep=()) -> int:
+        self.cache.touch()
+        return self.tree.rmdir(parent, name, keep=self._kept(keep))
+
+    def rename_at(self, old_parent: int, old_name: str, new_parent: int, new_name: str, *,
+                  replace: bool = True, exchange: bool = False, keep=()) -> int | None:
+        self.cache.touch()
+        return self.tree.rename(old_parent, old_name, new_parent, new_name, replace=replace,
+                                exchange=exchange, keep=self._kept(keep))
+
+    def setattr(self, ino: int, **fields) -> Attr:
+        self.cache.touch()
+        return self.tree.setattr(ino, **fields)
+
+    def props(self, ino: int) -> dict[tuple[str, str], bytes]:
+        return self.tree.props(ino)
+
+    def set_props(self, ino: int, changes: dict[tuple[str, str], bytes | None]) -> None:
+        self.cache.touch()
+        self.tree.set_props(ino, changes)
+
+    def xattrs(self, ino: int) -> dict[str, bytes]:
+        return self.tree.xattrs(ino)
+
+    def set_xattr(self, ino: int, name: str, value: bytes | None, **flags) -> None:
+        self.cache.touch()
+        self.tree.set_xattr(ino, name, value, **flags)
+
+    @staticmethod
+    def name_key(name: str) -> str:
+        """The key a name is looked up and ordered by (its NFC form); ``InvalidName`` for
+        a name that cannot exist."""
+        return check_name(name)
+
+    def sync(self) -> None:
+        """Make every change so far durable (fsync of a mount, for one)."""
+        self.tree.db.sync()
+
+    def deferred_sync(self):
+        """Changes of this thread inside are atomic at once and durable at the next
+        ``sync`` (see ``Database.deferred_sync``)."""
+        return self.tree.db.deferred_sync()
+
+    def _kept(self, keep) -> "_Kept":
+        return _Kept(self._open_readers, keep)
+
     # -- namespace by path --
 
     def stat(self, path: str) -> Attr:
+        self.cache.touch()
         return self.tree.resolve(path)
 
     def listdir(self, path: str) -> list[tuple[str, Attr]]:
-        attr = self.tree.resolve(path)
+        attr = self.stat(path)
         if not attr.is_dir:
             raise errors.NotADirectory(f"{path} is not a directory")
         return self.tree.readdir(attr.ino)
 
     def _parent(self, path: str) -> tuple[int, str]:
+        self.cache.touch()
         names = split_path(path)
         if not names:
             raise errors.InvalidArgument("the root has no parent")
@@ -255,7 +368,9 @@ class Volume:
         self.tree.rename(sp, sn, dp, dn, replace=replace, keep=self._open_inodes())
 
     def copy(self, src: str, dst: str, replace: bool = True) -> Attr:
-        """Copy a file in O(1) data: the copy shares the source's blocks."""
+        """Copy a file in O(1) data: the copy shares the source's blocks. Dead properties
+        are not copied (``copy_entry`` copies them)."""
+        self.cache.touch()
         sattr = self.tree.resolve(src)
         if not sattr.is_file:
             raise errors.IsADirectory(f"{src} is not a file")
@@ -271,9 +386,43 @@ class Volume:
                 dattr = self.tree.create(parent, name, sattr.mode & 0o7777)
             return self.extents.copy_content(sattr.ino, dattr.ino)
 
+    def copy_entry(self, src: str, dst: str, replace: bool = True) -> Attr:
+        """Copy one entry, with its dead properties: a file (sharing its blocks), or a
+        directory without its members (an existing one at ``dst`` is kept with
+        ``replace``). What WebDAV COPY does per resource, and ``copy_tree`` per entry."""
+        sattr = self.stat(src)
+        if sattr.is_dir:
+            try:
+                dattr = self.mkdir(dst, sattr.mode & 0o7777)
+            except errors.Exists:
+                dattr = self.stat(dst)
+                if not replace or not dattr.is_dir:
+                    raise
+        else:
+            dattr = self.copy(src, dst, replace=replace)
+        props = self.tree.props(sattr.ino)
+        if props:
+            self.tree.set_props(dattr.ino, props)
+        return dattr
+
+    def copy_tree(self, src: str, dst: str, replace: bool = True) -> int:
+        """Copy a file or a directory with everything below it, dead properties kept;
+        return how many entries. Not one transaction: a walk of ``copy_entry``, as WebDAV
+        COPY is."""
+        if (dst.rstrip("/") + "/").startswith(src.rstrip("/") + "/"):
+            raise errors.InvalidArgument(f"cannot copy {src} into itself")
+        self.copy_entry(src, dst, replace=replace)
+        count = 1
+        if self.stat(src).is_dir:
+            for name, _attr in self.listdir(src):
+                count += self.copy_tree(f"{src.rstrip('/')}/{name}", f"{dst.rstrip('/')}/{name}",
+                                        replace=replace)
+        return count
+
     # -- contents --
 
     def open_read(self, path_or_ino: str | int) -> FileReader:
+        self.cache.touch()
         ino = path_or_ino if isinstance(path_or_ino, int) else self.tree.resolve(path_or_ino).ino
         attr = self.tree.getattr(ino)
         if not attr.is_file:
@@ -319,6 +468,7 @@ class Volume:
         """A writer of a whole new content for ``path`` (created on close if missing);
         ``hashes`` names whole-file checksums (hashlib names) to compute and keep. With the
         announced ``length``, a write that cannot fit the quota fails here, before any byte."""
+        self.cache.touch()
         parent, name = self._parent(path)
         old_size = None
         try:
@@ -399,6 +549,34 @@ class Volume:
         tmp.write_text(json.dumps(figures, indent=1, default=str))
         os.replace(tmp, self.data_dir / "stats.json")
 
+    def problems(self) -> list[str]:
+        """What keeps this volume from serving now, one line each (empty: ready): the store
+        does not answer, the metadata cannot be read, the lease is not held, the data dir
+        is not writable or its disk is full. Reads only: no lock is taken."""
+        found = []
+        try:
+            self.store.head("volume.json")   # a small object every volume has
+        except Exception as exc:  # any failure means not ready; the reason goes in the line
+            found.append(f"store: {type(exc).__name__}: {exc}")
+        try:
+            self.tree.meta("volume_id")
+            if self.lease is not None and self.lease.state() != "held":   # writes refuse
+                found.append(f"lease: {self.lease.state()}")
+            elif not os.access(self.data_dir, os.W_OK):
+                found.append("metadata: the data dir is not writable")
+        except Exception as exc:
+            found.append(f"metadata: {type(exc).__name__}: {exc}")
+        return found + space.full(self.data_dir)   # writes answer 507 until one succeeds
+
+    def fsck(self, full: bool = False, repair: bool = False, progress=None):
+        """Check the metadata against the store (``core.fsck``); a ``Report``."""
+        from .fsck import fsck
+        return fsck(self, full=full, repair=repair, progress=progress)
+
+    def cache_size(self) -> int:
+        """The block cache's size limit in bytes."""
+        return self.cache.max_bytes
+
     def figures(self) -> dict:
         comp = self.codec.snapshot()
         raw = sum(k["bytes_in"] for k in comp.values())
@@ -445,6 +623,17 @@ class Volume:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Kept:
+    """Inodes that outlive their last link: held open in the core, or named by a face
+    (``keep``). Membership only, without copying either (a mount knows thousands)."""
+
+    def __init__(self, held: dict, keep):
+        self.held, self.keep = held, keep
+
+    def __contains__(self, ino) -> bool:
+        return ino in self.held or ino in self.keep
 
 
 def _fenced(store: store_mod.ObjectStore, guard) -> store_mod.ObjectStore:

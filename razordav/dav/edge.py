@@ -4,7 +4,7 @@ parses it. Owns no state; answers a bad request itself with a 4xx and a one-line
 Where each error case of RFC 9110/9112 and RFC 4918 is decided, for every method served
 (GET HEAD PUT DELETE OPTIONS MKCOL PROPFIND PROPPATCH COPY MOVE LOCK UNLOCK):
 
-Before WsgiDAV, in the HTTP layer (``http.py``, every face; 400 then close unless noted):
+Before WsgiDAV, in the HTTP layer (``web/http.py``, every face; 400 then close unless noted):
 - request target not UTF-8 once percent-decoded, OPTIONS included (RFC 3986 2.5; the
   one rule for names, also applied to Destination below);
 - obs-fold, a field name with spaces or non-token characters, CR or NUL in a value
@@ -69,13 +69,14 @@ import io
 import re
 from email.utils import formatdate, parsedate_to_datetime
 
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from defusedxml import ElementTree
 from wsgidav.dav_error import DAVError
 
 from ..core import errors
-from .http import utf8_path
+from ..web.http import utf8_path
+from ..web.wsgi import bad_path, bad_segments, reply
 from .provider import normalize_path
 
 MAX_BODY = 1 << 20
@@ -92,7 +93,7 @@ class Edge:
         self.volume = volume
 
     def __call__(self, environ, start_response):
-        self.volume.cache.touch()   # uploads wait for a pause in requests (upload_delay)
+        self.volume.request()   # uploads wait for a pause in requests (upload_delay)
         try:
             return self._guard(environ, start_response)
         except errors.BadBody as exc:   # read up front below; http.py closes after
@@ -133,7 +134,7 @@ class Edge:
             attr = self.volume.stat(normalize_path(path))
         except (errors.FsError, DAVError):
             return False  # WsgiDAV answers the missing or invalid path
-        return attr.is_dir and self.volume.tree.count_below(attr.ino, MAX_INFINITY_ENTRIES) \
+        return attr.is_dir and self.volume.count_below(attr.ino, MAX_INFINITY_ENTRIES) \
             > MAX_INFINITY_ENTRIES
 
 
@@ -147,23 +148,6 @@ def read_body(environ) -> bytes | None:
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ.pop("HTTP_TRANSFER_ENCODING", None)
-    return None
-
-
-def bad_path(environ) -> bytes | None:
-    raw = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
-    for path in (unquote(raw.split("?", 1)[0]), environ.get("PATH_INFO", "")):
-        refused = _bad_segments(path)
-        if refused:
-            return refused.encode()
-    return None
-
-
-def _bad_segments(path: str) -> str | None:
-    if "\0" in path or "\\" in path:
-        return "a path may not contain NUL or backslash"
-    if any(seg in (".", "..") for seg in path.split("/")):
-        return "a path may not contain '.' or '..' segments"
     return None
 
 
@@ -191,7 +175,7 @@ def split_destination(value: str) -> tuple[str, str, str]:
         path = utf8_path(unquote_to_bytes(m["path"].encode("latin-1")))
     except UnicodeDecodeError:
         raise ValueError("Destination is not valid UTF-8 once percent-decoded") from None
-    refused = _bad_segments(path)
+    refused = bad_segments(path)
     if refused:
         raise ValueError(refused)
     return (m["scheme"] or "").lower(), (m["netloc"] or "").lower(), path
@@ -224,16 +208,6 @@ def _check_range(environ) -> None:
         if not (first and last and int(first) > int(last)):
             return
     del environ["HTTP_RANGE"]  # not one valid byte range: serve the whole file
-
-
-def reply(start_response, status: str, body: bytes | str, ctype: str = "text/plain; charset=utf-8",
-          headers=(), close: bool = False):
-    """A short answer made here, not by WsgiDAV (a str body is a reason: one line)."""
-    if isinstance(body, str):
-        body = (body + "\n").encode()
-    headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), *headers]
-    start_response(status, headers + ([("Connection", "close")] if close else []))
-    return [body]
 
 
 def _fix_conditionals(environ) -> None:

@@ -6,6 +6,13 @@ in-memory copy (a PROPFIND asks for every member's locks; sqlitedict costs ~0.2 
 query), and every change is written through to a JSON-encoded SqliteDict with autocommit.
 Expired locks are purged at open.
 
+The table is shared with other processes (``razordav lock list|break`` while a gateway
+runs): before each call the storage asks SQLite whether any other connection committed
+to the file since it last looked (``PRAGMA data_version``, a few microseconds) and, if
+so, reloads its copy. A lock broken from the command line is gone from the gateway's
+next lock check. A change of the gateway's own (its sqlitedict is another connection)
+also reloads once; lock tables are small.
+
 A lock lasts at most ``max_timeout`` seconds without a refresh, whatever the client asked
 (``Timeout: Infinite`` included; WsgiDAV alone allowed four weeks). ``AtomicLock`` makes a
 LOCK request all or nothing: a lock stored while answering a LOCK that then fails (an
@@ -16,8 +23,11 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import threading
 import time
+from pathlib import Path
+from urllib.parse import quote
 
 from sqlitedict import SqliteDict
 from wsgidav.lock_man.lock_storage import LockStorageDict
@@ -66,12 +76,46 @@ class _WriteThrough(dict):
         self.backing.clear()
 
 
+LOCK_DB = "locks.sqlite"      # in the data dir of the volume whose WebDAV locks it holds
+
+
 class SqliteLockStorage(LockStorageDict):
+    """Threading: WsgiDAV's read-write lock guards the copy's contents; ``_sync_lock``
+    guards ``_watch`` and ``_version``. A reload replaces ``_dict`` whole (one attribute
+    store), so a reader sees the old copy or the new one. The version is read before the
+    table, so a commit that races a reload is seen at the next call and reloads again."""
+
     def __init__(self, path: str, max_timeout: int = 3600):
         super().__init__()
         self.path = str(path)
         self.max_timeout = max_timeout
         self._made = threading.local()     # tokens created by this thread's LOCK request
+        self._sync_lock = threading.Lock()
+        self._watch: sqlite3.Connection | None = None
+        self._version = None
+
+    def _sync(self) -> None:
+        """Reload the copy if another connection committed to the table since last time."""
+        with self._sync_lock:
+            if self._watch is None or self._dict is None:
+                return
+            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._version:
+                return
+            self._version = version
+            self._dict = _WriteThrough(self._dict.backing)
+
+    def get(self, token):
+        self._sync()
+        return super().get(token)
+
+    def delete(self, token):
+        self._sync()
+        return super().delete(token)
+
+    def get_lock_list(self, path, **kw):
+        self._sync()
+        return super().get_lock_list(path, **kw)
 
     def _capped(self, timeout) -> int:
         if timeout is None or timeout < 0 or timeout > self.max_timeout:
@@ -79,6 +123,7 @@ class SqliteLockStorage(LockStorageDict):
         return timeout
 
     def create(self, path, lock):
+        self._sync()
         lock["timeout"] = self._capped(lock.get("timeout"))
         lock = super().create(path, lock)
         made = getattr(self._made, "tokens", None)
@@ -87,10 +132,12 @@ class SqliteLockStorage(LockStorageDict):
         return lock
 
     def refresh(self, token, *, timeout):
+        self._sync()
         return super().refresh(token, timeout=self._capped(timeout))
 
     def all_locks(self) -> list[dict]:
         """Every live lock (root, owner, principal, depth, scope, timeout, expire, token)."""
+        self._sync()
         now = time.time()
         return [dict(lock) for token, lock in list(self._dict.items())
                 if not token.startswith("URL2TOKEN:") and
@@ -100,8 +147,11 @@ class SqliteLockStorage(LockStorageDict):
         return f"SqliteLockStorage({self.path!r})"
 
     def open(self):
-        self._dict = _WriteThrough(SqliteDict(self.path, tablename="locks", autocommit=True,
-                                              encode=_encode, decode=_decode))
+        backing = SqliteDict(self.path, tablename="locks", autocommit=True, encode=_encode,
+                             decode=_decode)
+        self._watch = sqlite3.connect(self.path, check_same_thread=False, timeout=5)
+        self._version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        self._dict = _WriteThrough(backing)
         self._purge_expired()
 
     def _purge_expired(self):
@@ -115,7 +165,11 @@ class SqliteLockStorage(LockStorageDict):
     def close(self):
         # Called by the server at shutdown, and again by WsgiDAV's LockManager.__del__ at
         # interpreter exit, when sqlitedict's thread may be gone: only the first closes.
-        d, self._dict = self._dict, None
+        with self._sync_lock:
+            d, self._dict = self._dict, None
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
         if d is not None:
             d.backing.close(force=not d.backing.conn.is_alive())
 
@@ -150,3 +204,32 @@ class AtomicLock:
             if not ok:
                 for token in made:
                     self.storage.delete(token)
+
+
+def lock_checker(lock_manager):
+    """``check(path)`` for ``Volume.lock_check``: raises ``errors.Locked`` when a lock held
+    by anybody covers ``path`` (the path itself, or a parent locked with depth infinity), as
+    for a WebDAV client that sends no lock token. Faces that cannot send one (a mount) ask
+    it before every change."""
+    from wsgidav.dav_error import HTTP_LOCKED, DAVError
+
+    from ..core import errors
+
+    def check(path: str) -> None:
+        try:
+            lock_manager.check_write_permission(url=quote(path), depth="0", token_list=[],
+                                                principal="")
+        except DAVError as exc:
+            if exc.value != HTTP_LOCKED:
+                raise
+            raise errors.Locked(f"{path} is locked over WebDAV") from None
+    return check
+
+
+def standalone_lock_manager(data_dir, max_timeout: int):
+    """The lock manager over a data dir's lock storage, for a process that serves no WebDAV
+    (``razordav mount``): one process holds a volume at a time, so nothing else changes the
+    storage meanwhile."""
+    from wsgidav.lock_man.lock_manager import LockManager
+    return LockManager(SqliteLockStorage(str(Path(data_dir) / "locks.sqlite"),
+                                         max_timeout=max_timeout))

@@ -32,7 +32,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 
 from ..core import errors
-from ..core.tree import Attr, check_name
+from ..core.volume import Attr, Volume
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def normalize_path(path: str) -> str:
         if p in (".", ".."):
             raise DAVError(HTTP_BAD_REQUEST, "'.' and '..' are not allowed in paths")
         with _translate():
-            check_name(p)
+            Volume.name_key(p)
     return "/" + "/".join(parts)
 
 
@@ -99,7 +99,7 @@ class _Resource:
 
     def get_property_names(self, *, is_allprop):
         names = super().get_property_names(is_allprop=is_allprop)
-        names += [f"{{{ns}}}{name}" for ns, name in self.vol.tree.props(self.attr.ino)]
+        names += [f"{{{ns}}}{name}" for ns, name in self.vol.props(self.attr.ino)]
         if self.attr.hashes:
             names.append(CHECKSUMS)
         return names
@@ -114,7 +114,7 @@ class _Resource:
         if name.startswith("{DAV:}"):
             return super().get_property_value(name)
         ns, local = _split_clark(name)
-        value = self.vol.tree.props(self.attr.ino).get((ns, local))
+        value = self.vol.props(self.attr.ino).get((ns, local))
         if value is None:
             raise DAVError(HTTP_NOT_FOUND)
         return xml_tools.string_to_xml(value.decode("utf-8"))
@@ -138,12 +138,12 @@ class _Resource:
         ns, local = _split_clark(name)
         data = None if value is None else etree.tostring(value)
         with _translate():
-            self.vol.tree.set_props(self.attr.ino, {(ns, local): data})
+            self.vol.set_props(self.attr.ino, {(ns, local): data})
 
     def _set_times(self, dry_run: bool, **times):
         if not dry_run:
             with _translate():
-                self.attr = self.vol.tree.setattr(self.attr.ino, **times)
+                self.attr = self.vol.setattr(self.attr.ino, **times)
 
     def set_last_modified(self, dest_path, time_stamp, *, dry_run):
         ns = _http_date_to_ns(str(time_stamp))
@@ -207,17 +207,8 @@ class _Resource:
         with _translate():
             if is_move:
                 self.vol.rename(self.path, dest_path)
-                return
-            if self.is_collection:
-                try:
-                    dest = self.vol.mkdir(dest_path)
-                except errors.Exists:
-                    dest = self.vol.stat(dest_path)
             else:
-                dest = self.vol.copy(self.path, dest_path)
-            props = self.vol.tree.props(self.attr.ino)
-            if props:
-                self.vol.tree.set_props(dest.ino, props)
+                self.vol.copy_entry(self.path, dest_path)   # the REST API's copy does too
 
     def get_used_bytes(self):
         return None
@@ -270,7 +261,7 @@ class FolderResource(_Resource, DAVCollection):
 
     def _listing(self):
         with _translate():
-            return self.vol.tree.readdir(self.attr.ino)
+            return self.vol.readdir(self.attr.ino)
 
     def get_member_list(self):
         """All members with their attributes from one query (no lookup per child)."""
@@ -281,7 +272,7 @@ class FolderResource(_Resource, DAVCollection):
     def get_member(self, name):
         with _translate():
             try:
-                attr = self.vol.tree.lookup(self.attr.ino, name)
+                attr = self.vol.lookup(self.attr.ino, name)
             except errors.NotFound:
                 return None
         return self.provider._resource(util.join_uri(self.path, name), self.environ, attr)

@@ -12,7 +12,8 @@ that may wait runs on our own thread pool.
 
 Owns protocol translation and nothing else: bytes names to checked names, core errors to errno
 (``errno_of``, one table), the kernel's lookup counts, directory positions, handle numbers.
-Contents go through ``core.handles.OpenFiles``; the namespace through ``vol.tree``.
+Contents go through the volume's write buffers (``vol.files``); the namespace through the
+volume's calls by inode. Nothing here touches the core's parts directly.
 
 Kernel caches (a change through WebDAV must show here within a second; big I/O at disk speed):
 entries, attributes and negative lookups are cached ``TIMEOUT`` seconds. An open keeps the
@@ -50,7 +51,7 @@ import pyfuse3
 import trio
 
 from ..core import errors
-from ..core.tree import Attr
+from ..core.volume import Attr
 from ..store import StoreError
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,6 @@ def _translated(fn):
     """Run a handler; whatever it raises reaches the kernel as an errno."""
     @functools.wraps(fn)
     async def handler(self, *args):
-        self.vol.cache.touch()   # uploads wait for a pause in requests (upload_delay)
         try:
             return await fn(self, *args)
         except pyfuse3.FUSEError:
@@ -145,7 +145,6 @@ class RazorOps(pyfuse3.Operations):
     def __init__(self, vol, threads: int = THREADS, timeout: float = TIMEOUT):
         super().__init__()
         self.vol = vol
-        self.tree = vol.tree
         self.timeout = timeout
         self.files = vol.files            # the volume's write buffers, shared with pwrite
         self.files.on_commit = self._committed
@@ -184,7 +183,7 @@ class RazorOps(pyfuse3.Operations):
         """Metadata commits of a request are atomic at once and durable at the next fsync,
         as on a local file system (a flush to disk per create or chmod would bound git and
         tar to the disk's flush rate)."""
-        with self.tree.db.deferred_sync():
+        with self.vol.deferred_sync():
             return fn(*args)
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
@@ -242,7 +241,7 @@ class RazorOps(pyfuse3.Operations):
         """uid, gid and mode of a new inode: a set-group-ID directory passes on its group
         (and, to subdirectories, the bit itself). The kernel already applied the umask and
         stripped a set-group-ID bit the caller may not set."""
-        pattr = self.tree.getattr(parent)
+        pattr = self.vol.getattr(parent)
         gid = ctx.gid
         if pattr.mode & stat.S_ISGID:
             gid = pattr.gid
@@ -264,11 +263,11 @@ class RazorOps(pyfuse3.Operations):
 
     def _lookup(self, parent: int, raw: bytes) -> Attr | None:
         if raw == b".":
-            return self.tree.getattr(parent)
+            return self.vol.getattr(parent)
         if raw == b"..":
-            return self.tree.getattr(self.tree.parent_of(parent))
+            return self.vol.getattr(self.vol.parent_of(parent))
         try:
-            return self.tree.lookup(parent, _name(raw))
+            return self.vol.lookup(parent, _name(raw))
         except (errors.NotFound, UnicodeDecodeError):
             return None   # an undecodable name cannot exist
 
@@ -299,9 +298,10 @@ class RazorOps(pyfuse3.Operations):
         return self._entry(await self._run(self._setattr, inode, attr, fields, quick=quick))
 
     def _setattr(self, ino: int, new, fields) -> Attr:
+        self.vol.check_unlocked(ino)
         changes = {}
         if fields.update_mode:
-            changes["mode"] = stat.S_IFMT(self.tree.getattr(ino).mode) | (new.st_mode & 0o7777)
+            changes["mode"] = stat.S_IFMT(self.vol.getattr(ino).mode) | (new.st_mode & 0o7777)
         if fields.update_uid:
             changes["uid"] = new.st_uid
         if fields.update_gid:
@@ -319,12 +319,12 @@ class RazorOps(pyfuse3.Operations):
             # also one with no field left: the kernel keeps ctime to itself unless it
             # trusts its own times (writeback cache), so chown(f, -1, -1) arrives empty.
             self.files.flush(ino)   # explicit attributes win over those of buffered writes
-            self.tree.setattr(ino, **changes)
+            self.vol.setattr(ino, **changes)
         return self.files.attr(ino)
 
     @_translated
     async def readlink(self, inode, ctx):
-        attr = self.tree.getattr(inode)
+        attr = self.vol.getattr(inode)
         if not stat.S_ISLNK(attr.mode):
             raise pyfuse3.FUSEError(errno.EINVAL)
         return attr.target or b""
@@ -348,8 +348,9 @@ class RazorOps(pyfuse3.Operations):
                                                 {"target": target}))
 
     def _make(self, parent: int, name: str, mode: int, ctx, extra: dict) -> Attr:
+        self.vol.check_unlocked(parent, name)
         uid, gid, mode = self._owner(parent, mode, ctx)
-        return self.tree.mknod(parent, name, mode, uid=uid, gid=gid, **extra)
+        return self.vol.mknod(parent, name, mode, uid=uid, gid=gid, **extra)
 
     @_translated
     async def create(self, parent, name, mode, flags, ctx):
@@ -365,7 +366,7 @@ class RazorOps(pyfuse3.Operations):
         except errors.Exists:
             if flags & os.O_EXCL:
                 raise
-            attr = self.tree.lookup(parent, name)   # made by another face meanwhile: open it
+            attr = self.vol.lookup(parent, name)   # made by another face meanwhile: open it
             if not attr.is_file:
                 raise errors.IsADirectory(f"{name!r} is not a regular file") from None
             if flags & os.O_TRUNC:
@@ -376,32 +377,50 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        attr = await self._run(self.tree.link, inode, new_parent_inode, _name(new_name))
+        attr = await self._run(self._link, inode, new_parent_inode, _name(new_name))
         return self._looked_up(self.files.overlay(attr))
+
+    def _link(self, ino: int, parent: int, name: str) -> Attr:
+        self.vol.check_unlocked(parent, name)
+        return self.vol.link(ino, parent, name)
 
     @_translated
     async def unlink(self, parent_inode, name, ctx):
-        await self._run(self.tree.unlink, parent_inode, _name(name), self._keep)
+        await self._run(self._unlink, parent_inode, _name(name))
+
+    def _unlink(self, parent: int, name: str) -> int:
+        self.vol.check_unlocked(parent, name)
+        return self.vol.unlink_at(parent, name, self._keep)
 
     @_translated
     async def rmdir(self, parent_inode, name, ctx):
-        self._gone(await self._run(self.tree.rmdir, parent_inode, _name(name), self._keep))
+        self._gone(await self._run(self._rmdir, parent_inode, _name(name)))
+
+    def _rmdir(self, parent: int, name: str) -> int:
+        self.vol.check_unlocked(parent, name)
+        return self.vol.rmdir_at(parent, name, self._keep)
 
     @_translated
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags & ~_RENAME_FLAGS:
             raise pyfuse3.FUSEError(errno.EINVAL)   # RENAME_WHITEOUT: overlayfs only
         replaced = await self._run(
-            functools.partial(self.tree.rename, parent_inode_old, _name(name_old),
+            functools.partial(self._rename, parent_inode_old, _name(name_old),
                               parent_inode_new, _name(name_new),
                               replace=not flags & pyfuse3.RENAME_NOREPLACE,
                               exchange=bool(flags & pyfuse3.RENAME_EXCHANGE), keep=self._keep))
         if replaced is not None and not self._exists(replaced):
             self._gone(replaced)
 
+    def _rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
+                **kw) -> int | None:
+        self.vol.check_unlocked(old_parent, old_name)
+        self.vol.check_unlocked(new_parent, new_name)
+        return self.vol.rename_at(old_parent, old_name, new_parent, new_name, **kw)
+
     def _exists(self, ino: int) -> bool:
         try:
-            self.tree.getattr(ino)
+            self.vol.getattr(ino)
             return True
         except errors.NotFound:
             return False
@@ -418,6 +437,8 @@ class RazorOps(pyfuse3.Operations):
 
     def _open(self, ino: int, flags: int) -> bool:
         """Open ``ino``; True if the kernel may keep the pages it has cached."""
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            self.vol.check_unlocked(ino)   # a WebDAV lock keeps writers out (EACCES)
         self.files.open(ino)
         if flags & os.O_TRUNC:
             # libfuse asks for atomic_o_trunc: the kernel leaves O_TRUNC to us, no setattr.
@@ -453,7 +474,7 @@ class RazorOps(pyfuse3.Operations):
 
     def _fsync(self, ino: int) -> None:
         self.files.fsync(ino)
-        self.tree.db.sync()
+        self.vol.sync()
 
     @_translated
     async def release(self, fh):
@@ -464,7 +485,7 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def opendir(self, inode, ctx):
-        if not self.tree.getattr(inode).is_dir:
+        if not self.vol.getattr(inode).is_dir:
             raise errors.NotADirectory(f"inode {inode} is not a directory")
         fh = next(self._next_fh)
         self._dirs[fh] = _Listing(inode)
@@ -492,12 +513,12 @@ class RazorOps(pyfuse3.Operations):
             return listing.rows
         rows = []
         if start < 1:
-            rows.append((b".", self.tree.getattr(listing.ino), 1))
+            rows.append((b".", self.vol.getattr(listing.ino), 1))
         if start < 2:
-            rows.append((b"..", self.tree.getattr(self.tree.parent_of(listing.ino)), 2))
-        for name, attr in self.tree.readdir(listing.ino, after=listing.after(start),
+            rows.append((b"..", self.vol.getattr(self.vol.parent_of(listing.ino)), 2))
+        for name, attr in self.vol.readdir(listing.ino, after=listing.after(start),
                                             limit=DIR_PAGE):
-            offset = listing.add(self.tree.entry_key(name))
+            offset = listing.add(self.vol.name_key(name))
             rows.append((name.encode("utf-8"), self.files.overlay(attr), offset))
         return rows
 
@@ -508,7 +529,7 @@ class RazorOps(pyfuse3.Operations):
     @_translated
     async def fsyncdir(self, fh, datasync):
         """Every namespace change is committed when it returns; this makes them durable."""
-        await self._call(self.tree.sync)
+        await self._call(self.vol.sync)
 
     # -- extended attributes --
 
@@ -524,31 +545,35 @@ class RazorOps(pyfuse3.Operations):
 
     @_translated
     async def setxattr(self, inode, name, value, ctx):
-        await self._run(self.tree.set_xattr, inode, self._xattr_name(name), bytes(value))
+        await self._run(self._set_xattr, inode, self._xattr_name(name), bytes(value))
 
     @_translated
     async def getxattr(self, inode, name, ctx):
-        value = self.tree.xattrs(inode).get(self._xattr_name(name))
+        value = self.vol.xattrs(inode).get(self._xattr_name(name))
         if value is None:
-            self.tree.getattr(inode)   # ENOENT for a missing inode
+            self.vol.getattr(inode)   # ENOENT for a missing inode
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
     @_translated
     async def listxattr(self, inode, ctx):
-        self.tree.getattr(inode)
-        return [name.encode("utf-8") for name in self.tree.xattrs(inode)]
+        self.vol.getattr(inode)
+        return [name.encode("utf-8") for name in self.vol.xattrs(inode)]
 
     @_translated
     async def removexattr(self, inode, name, ctx):
-        await self._run(self.tree.set_xattr, inode, self._xattr_name(name), None)
+        await self._run(self._set_xattr, inode, self._xattr_name(name), None)
+
+    def _set_xattr(self, ino: int, name: str, value: bytes | None) -> None:
+        self.vol.check_unlocked(ino)
+        self.vol.set_xattr(ino, name, value)
 
     # -- permissions and the file system --
 
     @_translated
     async def access(self, inode, mode, ctx):
         """Only asked without default_permissions (the kernel checks modes itself)."""
-        attr = self.tree.getattr(inode)
+        attr = self.vol.getattr(inode)
         if ctx.uid == 0:
             return not (mode & os.X_OK) or attr.is_dir or bool(attr.mode & 0o111)
         if ctx.uid == attr.uid:
@@ -605,7 +630,7 @@ class RazorOps(pyfuse3.Operations):
     def shutdown(self) -> None:
         """After the session ends: commit every buffer, drop the kernel's references."""
         self.files.close_all()
-        self.tree.db.sync()
+        self.vol.sync()
         with self._lock:
             inos = list(self._refs)
             self._refs.clear()

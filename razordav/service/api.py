@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
+from urllib.parse import quote
 import stat as st
 from email.utils import formatdate
 
@@ -39,8 +40,8 @@ from wsgidav.dav_error import DAVError
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core import errors
-from ..core.tree import Attr, split_path
-from ..dav.edge import bad_path
+from ..core.volume import Attr, split_path
+from ..web.wsgi import bad_path
 from .api_common import (API, Answers, BodyLimit, JsonOnly, RoleCheck, fs_error, principal_of,
                          problems, serialize_error, spec, tenant_volume)
 
@@ -132,7 +133,7 @@ class _Volumes:
         except errors.NotFound:
             return
         try:
-            locks.check_write_permission(url=path, depth=depth, token_list=[],
+            locks.check_write_permission(url=quote(path), depth=depth, token_list=[],
                                          principal=principal.user)
         except DAVError:
             raise falcon.HTTPError(423, description=f"{path} is locked over WebDAV",
@@ -148,11 +149,11 @@ class Files(_Volumes):
         attr = vol.stat(p)
         info = _info(p, attr)
         if attr.is_dir:
-            rows = vol.tree.readdir(attr.ino, after=q.cursor, limit=q.limit + 1)
+            rows = vol.readdir(attr.ino, after=q.cursor, limit=q.limit + 1)
             more = len(rows) > q.limit
             rows = rows[:q.limit]
             info["entries"] = [_entry(name, a) for name, a in rows]
-            info["next_cursor"] = vol.tree.entry_key(rows[-1][0]) if more else None
+            info["next_cursor"] = vol.name_key(rows[-1][0]) if more else None
         resp.media = info
 
     @spec.validate(query=DeleteQuery,
@@ -324,7 +325,7 @@ class Copy(_Volumes):
         vol = self.vol(req)
         src, dst, replace, existed = _transfer(req, vol)
         self.unlocked(req, dst, "infinity")
-        _copy_tree(vol, src, dst, replace)
+        vol.copy_tree(src, dst, replace)   # dead properties kept, as WebDAV COPY
         resp.status = 200 if existed else 201
         resp.media = _info(dst, vol.stat(dst))
 
@@ -343,22 +344,6 @@ def _exists(vol, path: str) -> bool:
         return True
     except errors.NotFound:
         return False
-
-
-def _copy_tree(vol, src: str, dst: str, replace: bool) -> None:
-    attr = vol.stat(src)
-    if not attr.is_dir:
-        vol.copy(src, dst, replace=replace)
-        return
-    if dst.startswith(src + "/"):
-        raise errors.InvalidArgument(f"cannot copy {src} into itself")
-    try:
-        vol.mkdir(dst)
-    except errors.Exists:
-        if not replace or not vol.stat(dst).is_dir:
-            raise
-    for name, _ in vol.listdir(src):
-        _copy_tree(vol, f"{src}/{name}", f"{dst}/{name}", replace)
 
 
 class Api:

@@ -20,7 +20,6 @@ never held around volume calls. Each job runs in its own daemon thread.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import replace
 import time
@@ -31,14 +30,12 @@ from typing import Any, Literal
 import falcon
 from pydantic import BaseModel, Field
 
-from ..core import errors, space
-from ..core.fsck import fsck
+from ..core import errors
 from .api_common import API, Answers, principal_of, problems, spec, tenant_volume
 
 log = logging.getLogger("razordav.api")
 
 KEEP_JOBS = 100
-READY_KEY = "volume.json"     # a small object every volume has: a cheap HEAD
 
 
 class Stats(BaseModel):
@@ -122,8 +119,8 @@ class Jobs:
                 self.update(job_id, stage="collecting")
                 result = {"blocks_deleted": vol.collect_garbage()}
             else:
-                report = fsck(vol, full=full, repair=False,
-                              progress=lambda total, desc: _Progress(self, job_id, total, desc))
+                report = vol.fsck(full=full, repair=False,
+                                  progress=lambda total, desc: _Progress(self, job_id, total, desc))
                 result = {"clean": report.clean, "problems": report.problems,
                           "checked_blocks": report.checked_blocks}
         except Exception as exc:  # reported in the job; a bug keeps its traceback in the log
@@ -247,29 +244,11 @@ class Readyz:
         and nothing here takes a lock a writer would wait for."""
         found = []
         for name, vol in self.service.volumes().items():
-            found += [f"{name or 'main'}: {p}" for p in _volume_problems(vol)]
+            found += [f"{name or 'main'}: {p}" for p in vol.problems()]
         if found:
             log.warning("not ready: %s", "; ".join(found))
             raise falcon.HTTPServiceUnavailable(description="not ready (see the log)")
         resp.media = {"status": "ok"}
-
-
-def _volume_problems(vol) -> list[str]:
-    found = []
-    try:
-        vol.store.head(READY_KEY)
-    except Exception as exc:  # any failure means not ready; the reason goes in the answer
-        found.append(f"store: {type(exc).__name__}: {exc}")
-    try:
-        vol.tree.db.reader().execute("SELECT 1 FROM meta LIMIT 1").fetchall()
-        if vol.lease is not None and vol.lease.state() != "held":   # writes refuse then
-            found.append(f"lease: {vol.lease.state()}")
-        elif not os.access(vol.data_dir, os.W_OK):
-            found.append("metadata: the data dir is not writable")
-    except Exception as exc:
-        found.append(f"metadata: {type(exc).__name__}: {exc}")
-    found += space.full(vol.data_dir)   # writes answer 507 until a write there succeeds
-    return found
 
 
 def add_routes(app, service) -> None:

@@ -1,11 +1,11 @@
-"""The registry: tenants, users and app tokens, kept in the main volume's tree database
-(tables ``tenants``, ``users``, ``tokens`` in core/tree.py), so the journal ships them to
+"""The registry: tenants, users and app tokens, kept in the main volume's database (tables
+``tenants``, ``users``, ``tokens``, declared here as replicated), so the journal ships them to
 the bucket with the rest of the metadata and ``razordav restore`` brings them back.
 
 Owns: the rows, name and role rules, argon2id hashing of passwords and token secrets, and
 ``verify_password``. Leaves to others: parsing ``Authorization`` headers and backing off
-after failures (gate.py), JWTs (jwt_auth.py), opening tenant volumes and applying quotas
-(the service), deleting a tenant's data (admin_cli.py).
+after failures (gate.py), JWTs (jwt_auth.py), where tenant volumes live, opening them,
+applying quotas and deleting a tenant's data (tenancy.py).
 
 Secrets: passwords and token secrets are stored only as argon2id hashes and are never
 logged. An unknown user is verified against a dummy hash with the same parameters, so it
@@ -45,9 +45,30 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..core import errors
+from ..core.db import table
 from ..core.tree import Tree
 from . import ROLES, TOKEN_SCOPES, Principal
 from .tenants import check_tenant_dir, check_tenant_name, new_tenant_dir
+
+# The service registry (service/registry.py) lives in the main volume's database, so it is
+# journaled and restored with it. Hashes are argon2id strings, never clear text.
+table("tenants", """
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY, quota_bytes INTEGER, max_files INTEGER,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+""", ("name", "quota_bytes", "max_files", "created"), ("name",))
+table("users", """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, tenant TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_tenant ON users (tenant);
+""", ("name", "tenant", "role", "hash", "created"), ("name",))
+table("tokens", """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, username TEXT NOT NULL, label TEXT NOT NULL, hash TEXT NOT NULL,
+    created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_username ON tokens (username);
+""", ("id", "username", "label", "hash", "created"), ("id",))
 
 _USER = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9._@-]{0,63}")
 _TOKEN = re.compile(r"rzt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -156,6 +177,7 @@ class Registry:
     def __init__(self, tree: Tree, hasher: PasswordHasher | None = None,
                  cache_ttl: float = 60.0):
         self.tree = tree
+        tree.db.create_tables()     # ours, if this database was opened before they were declared
         self.hasher = hasher or PasswordHasher()
         self.cache_ttl = cache_ttl
         self._dummy = _dummy_hash(self.hasher)

@@ -55,7 +55,6 @@ def test_full_disk_in_the_core_is_enospc_and_not_ready(small_disk, tmp_path):
     from razordav.core import errors, space
     from razordav.core.volume import Volume
     from razordav.fuse.ops import errno_of
-    from razordav.service.api_ops import _volume_problems
 
     vol = Volume.open(small_disk / "data", f"file://{tmp_path}/store", journal_interval=0)
     try:
@@ -64,7 +63,7 @@ def test_full_disk_in_the_core_is_enospc_and_not_ready(small_disk, tmp_path):
                 for _ in range(60):
                     w.write(os.urandom(1 << 20))
         assert errno_of(exc.value) == errno.ENOSPC
-        assert any("local disk full" in p for p in _volume_problems(vol))
+        assert any("local disk full" in p for p in vol.problems())
         assert vol.figures()["local_disk_full"]
     finally:
         vol.close()

@@ -249,7 +249,9 @@ class GuardedConnections(connections.ConnectionManager):
         conn.head, conn.rfile.raw.ahead = buffered + conn.rfile.raw.ahead, b""
         conn.waiting_since = time.monotonic()
         conn.socket.setblocking(False)
-        if not self._read_ahead(conn):
+        if self._head_done(conn):   # pipelined: the next head came with the last body
+            self._dispatch(conn)
+        elif not self._read_ahead(conn):
             conn.close()
         elif self._head_done(conn):
             self._dispatch(conn)
