@@ -3,7 +3,8 @@ file's block list.
 
 Owns: inodes (POSIX attributes), directory entries (hard links allowed for non-directories),
 dead properties, xattrs, the extent map (block index -> block hash, holes are absent rows),
-block reference counts, and the usage counters and limits of a quota (see ``_USAGE_SCHEMA``).
+block reference counts, the usage counters and limits of a quota (``usage``) and the
+volume's figures (``totals``), kept by triggers and recounted only when not known good.
 It never touches block bytes or the object store.
 
 Names are preserved as given but looked up by their NFC form, so ``é`` typed on a Mac (NFD)
@@ -215,17 +216,26 @@ class Tree:
         c = self.db.reader()
         with self.db.exclusive():
             c.execute("BEGIN IMMEDIATE")
-            if c.execute("SELECT 1 FROM inodes WHERE ino = ?", (ROOT,)).fetchone() is None:
-                now = time.time_ns()
-                c.execute("INSERT INTO inodes (ino, mode, uid, gid, nlink, atime, mtime, ctime, "
-                          "btime) VALUES (?, ?, 0, 0, 2, ?, ?, ?, ?)",
-                          (ROOT, st.S_IFDIR | 0o755, now, now, now, now))
-                if block_size:
-                    c.execute("INSERT INTO meta VALUES ('block_size', ?)", (str(block_size),))
-            if not self._counters_valid(c):
-                self._recount(c)
-            c.execute("UPDATE usage SET max_bytes = NULL, max_files = NULL")
-            c.execute("COMMIT")
+            try:
+                self._open(c, block_size)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def _open(self, c, block_size: int | None) -> None:
+        """Create the root of a new tree; recount counters not known to be right (a data
+        dir written before they existed, an interrupted restore); clear the limits."""
+        if c.execute("SELECT 1 FROM inodes WHERE ino = ?", (ROOT,)).fetchone() is None:
+            now = time.time_ns()
+            c.execute("INSERT INTO inodes (ino, mode, uid, gid, nlink, atime, mtime, ctime, "
+                      "btime) VALUES (?, ?, 0, 0, 2, ?, ?, ?, ?)",
+                      (ROOT, st.S_IFDIR | 0o755, now, now, now, now))
+            if block_size:
+                c.execute("INSERT INTO meta VALUES ('block_size', ?)", (str(block_size),))
+        if not self._counters_valid(c):
+            self._recount(c)
+        c.execute("UPDATE usage SET max_bytes = NULL, max_files = NULL")
 
     def close(self) -> None:
         self.db.close()
