@@ -15,6 +15,7 @@ import socket
 import sys
 
 from . import __version__, config
+from .cmdline import common_options, setup_logging
 from .core import errors
 from .store import StoreError
 
@@ -25,23 +26,12 @@ class UserError(Exception):
     """An error the user can fix; printed as one line."""
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="YAML config file (flags override it)")
-    p.add_argument("--data-dir", help="metadata and cache directory (default ./razordav-data)")
-    p.add_argument("--store", help="object store URL: file:///path or s3://bucket/prefix "
-                                   "(default: a store inside the data dir)")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default $AWS_ENDPOINT_URL)")
-    p.add_argument("--cache-size", help="local block cache size, e.g. 10G")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="razordav", description="WebDAV gateway to S3.")
     parser.add_argument("--version", action="version", version=f"razordav {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the volume over WebDAV")
-    _common(serve)
+    common_options(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any)")
     serve.add_argument("--insecure", action="store_true", default=None,
@@ -63,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="FUSE mount option for --mount, e.g. -o allow_other")
 
     mnt = sub.add_parser("mount", help="mount the volume as a local file system (FUSE)")
-    _common(mnt)
+    common_options(mnt)
     mnt.add_argument("mountpoint", help="an empty directory to mount on")
     mnt.add_argument("-f", "--foreground", action="store_true",
                      help="stay in the foreground (default: return once mounted)")
@@ -74,14 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     mnt.add_argument("--tenant", help="mount this tenant's volume (with its quota)")
 
     restore = sub.add_parser("restore", help="rebuild a data dir from the bucket alone")
-    _common(restore)
+    common_options(restore)
 
     stats = sub.add_parser("stats", help="show a gateway's figures (queue, cache, errors)")
-    _common(stats)
+    common_options(stats)
     stats.add_argument("--json", action="store_true", help="print the raw JSON")
 
     fsck = sub.add_parser("fsck", help="verify the volume against its store")
-    _common(fsck)
+    common_options(fsck)
     fsck.add_argument("--full", action="store_true",
                       help="download every block and verify its checksum")
     fsck.add_argument("--repair", action="store_true",
@@ -90,18 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run even though another gateway holds the lease")
 
     from .service import admin_cli
-    admin_cli.add_subcommands(sub, _common)
+    admin_cli.add_subcommands(sub)
     return parser
-
-
-def _setup_logging(opts: config.Options, verbose: int, quiet: int) -> None:
-    levels = ["debug", "info", "warning", "error"]
-    idx = levels.index(opts.log_level.lower()) - verbose + quiet
-    level = levels[max(0, min(idx, len(levels) - 1))].upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":
-        for noisy in ("botocore", "boto3", "urllib3", "wsgidav", "sqlitedict", "s3transfer"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _pin_malloc_threshold() -> None:
@@ -146,7 +126,8 @@ def open_volume(opts: config.Options, **kw):
 
 
 def cmd_serve(opts: config.Options, args) -> int:
-    from .dav.app import Server, close_app
+    from .dav.app import close_app
+    from .web.server import Server
     loopback = _is_loopback(opts.host)
     if not loopback and opts.auth == "none" and not opts.insecure:
         raise UserError(f"refusing to listen on {opts.host} without authentication; "
@@ -266,13 +247,14 @@ def cmd_mount(opts: config.Options, args) -> int:
 
 def _mount(opts: config.Options, args, ready) -> int:
     from .fuse import MountError, mount
-    quota = None
+    tenant = None
     if args.tenant:
-        opts, quota = _tenant_options(opts, args.tenant)
+        opts, tenant = _tenant_options(opts, args.tenant)
     vol = open_volume(opts, takeover=args.takeover)
     try:
-        if quota is not None:
-            vol.set_quota(*quota)
+        if tenant is not None:
+            from .service.tenancy import apply_limits
+            apply_limits(vol, tenant)
         from .dav.locks import lock_checker, standalone_lock_manager
         # WebDAV locks taken before this mount (they persist) keep its writers out too.
         vol.lock_check = lock_checker(standalone_lock_manager(vol.data_dir,
@@ -286,31 +268,32 @@ def _mount(opts: config.Options, args, ready) -> int:
 
 
 def _tenant_options(opts: config.Options, name: str):
-    """The options of a tenant's volume, and its quota, read from the registry in the main
-    volume's database (which a running gateway may hold: only read here)."""
+    """The options of a tenant's volume, and its registry row (for its limits), read from
+    the registry in the main volume's database (which a running gateway may hold: only
+    read here)."""
     from pathlib import Path
 
     from .core.tree import Tree
     from .core.volume import default_store_url
     from .service.registry import Registry
-    from .service.tenants import tenant_data_dir, tenant_store_url
+    from .service.tenancy import Tenancy
     db = Path(opts.data_dir) / "meta.db"
     if not db.exists():
         raise UserError(f"{opts.data_dir} holds no volume, so no tenant {name!r}")
     tree = Tree(db)
     try:
-        tenant = Registry(tree).tenant(name)
-        component = Registry(tree).tenant_dir(name)
+        registry = Registry(tree)
+        tenant = registry.tenant(name)
+        place = Tenancy(registry, opts.data_dir,
+                        opts.store or default_store_url(opts.data_dir)).place(name)
     except errors.NotFound:
         raise UserError(f"no tenant {name!r} (razordav tenant list shows them)") from None
     except errors.FsError as exc:
         raise UserError(str(exc)) from None
     finally:
         tree.close()
-    store = opts.store or default_store_url(opts.data_dir)
-    opts = dataclasses.replace(opts, data_dir=str(tenant_data_dir(opts.data_dir, component)),
-                               store=tenant_store_url(store, component))
-    return opts, (tenant.quota_bytes, tenant.max_files)
+    opts = dataclasses.replace(opts, data_dir=str(place.data_dir), store=place.store_url)
+    return opts, tenant
 
 
 def _mount_in_background(opts: config.Options, args) -> int:
@@ -403,29 +386,15 @@ def cmd_restore(opts: config.Options, args) -> int:
 
 def _restore_tenants(opts: config.Options, store, data_dir, progress) -> list[str]:
     """Each tenant named in the restored registry is a volume of its own: restore it too."""
-    from .core import journal
     from .core.tree import Tree
     from .service.registry import Registry
-    from .service.tenants import tenant_data_dir, tenant_store_url
-    from .store import NotFound, open_store
+    from .service.tenancy import Tenancy
     tree = Tree(data_dir / "meta.db")
     try:
-        registry = Registry(tree)
-        names = [t.name for t in registry.tenants()]
-        components = {name: registry.tenant_dir(name) for name in names}
+        return Tenancy(Registry(tree), data_dir, store.url).restore_all(
+            progress, endpoint=opts.s3_endpoint)
     finally:
         tree.close()
-    for name in names:
-        tenant_store = open_store(tenant_store_url(store.url, components[name]),
-                                  endpoint=opts.s3_endpoint)
-        try:
-            tenant_store.get("volume.json")
-        except NotFound:
-            continue        # a tenant that never stored anything has nothing to restore
-        target = tenant_data_dir(data_dir, components[name])
-        target.mkdir(parents=True, exist_ok=True)
-        journal.restore(tenant_store, target / "meta.db", progress)
-    return names
 
 
 def cmd_stats(opts: config.Options, args) -> int:
@@ -511,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = config.load(args.config, flags)
     except config.ConfigError as exc:
         parser.error(str(exc))
-    _setup_logging(opts, args.verbose, args.quiet)
+    setup_logging(opts, args.verbose, args.quiet)
     _pin_malloc_threshold()
     umask = _private_files(opts.data_dir)
     try:

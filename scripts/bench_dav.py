@@ -8,7 +8,12 @@ entries, and the server's peak RSS (VmHWM) over a 1 GiB PUT + GET.
 With ``--auth``: what authentication costs. Small GETs per second from 8 clients with no
 auth, Basic and JWT (goal: auth costs under 10 %), and 32 clients across 4 tenants doing
 mixed GET, PUT and PROPFIND (requests per second, p99, errors).
+With ``--small N``: only the 1 000 sequential 4 KiB PUTs over one keep-alive connection,
+N runs against each server in turn (a fresh directory per run, servers alternating so load
+from elsewhere hits both alike): seconds as min/median/max, the ratio of the medians, and
+the load average before and after.
 Run: python scripts/bench_dav.py [--big-mib 1024] [--store local|seaweedfs] [--auth]
+     [--small N]
 """
 
 from __future__ import annotations
@@ -137,6 +142,45 @@ def run(server, big_mib: int) -> dict:
     return res
 
 
+def small_puts(url: str, n: int = 1000, size: int = 4096) -> float:
+    """Seconds for ``n`` sequential PUTs of ``size`` random bytes, new files, one keep-alive
+    connection (the collection is made first, outside the timing). Every body differs, so
+    razordav stores (and fsyncs) a new block for each, as it would for real files."""
+    bodies = [os.urandom(size) for _ in range(n + 1)]
+    with requests.Session() as s:
+        s.request("MKCOL", f"{url}/many").raise_for_status()
+        s.put(f"{url}/warm.txt", data=bodies[n]).raise_for_status()
+        t = time.perf_counter()
+        for i in range(n):
+            s.put(f"{url}/many/f{i:04}.txt", data=bodies[i]).raise_for_status()
+        return time.perf_counter() - t
+
+
+def small_bench(tmp: str, runs: int) -> None:
+    import statistics
+    load0 = os.getloadavg()
+    times: dict[str, list[float]] = {"razordav": [], "WsgiDAV fs": []}
+    for r in range(runs):
+        for name in times:
+            d = os.path.join(tmp, f"{name.split()[0]}-{r}")
+            srv = (RazorServer(d) if name == "razordav" else StockWsgiDAV(d)).start()
+            try:
+                times[name].append(small_puts(srv.url))
+            finally:
+                srv.stop()
+            shutil.rmtree(d, ignore_errors=True)
+    load1 = os.getloadavg()
+    print(f"1 000 sequential 4 KiB PUTs, one keep-alive connection, {runs} runs each, "
+          f"{os.cpu_count()} cores, same disk ({tmp})\n")
+    print(f"{'server':12} {'min s':>7} {'median s':>9} {'max s':>7}")
+    for name, ts in times.items():
+        print(f"{name:12} {min(ts):7.3f} {statistics.median(ts):9.3f} {max(ts):7.3f}")
+    ratio = statistics.median(times["razordav"]) / statistics.median(times["WsgiDAV fs"])
+    print(f"\nrazordav / WsgiDAV (medians): {ratio:.2f}x (goal <= 1.0x)")
+    print("load average 1/5/15 min: before " + " ".join(f"{x:.2f}" for x in load0)
+          + ", after " + " ".join(f"{x:.2f}" for x in load1))
+
+
 def hammer(url: str, clients: int, seconds: float, auth_for, work) -> dict:
     """``clients`` threads, each with its own session and credentials (``auth_for(n)`` ->
     (requests auth, headers)), calling ``work(session, url, n, i)`` until time is up."""
@@ -245,7 +289,16 @@ def main() -> int:
     ap.add_argument("--store", choices=["local", "seaweedfs"], default="local")
     ap.add_argument("--auth", action="store_true", help="only the authentication benchmark")
     ap.add_argument("--seconds", type=float, default=10.0, help="per --auth measurement")
+    ap.add_argument("--small", type=int, metavar="RUNS",
+                    help="only the 1 000 small PUTs, RUNS times against each server")
     args = ap.parse_args()
+    if args.small:
+        tmp = tempfile.mkdtemp(prefix="rzd-benchsmall-")
+        try:
+            small_bench(tmp, args.small)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     if args.auth:
         tmp = tempfile.mkdtemp(prefix="rzd-benchauth-")
         try:

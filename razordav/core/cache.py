@@ -7,7 +7,10 @@ codec, and never evicts a dirty block. It does not decide which blocks are wante
 asks it to drop the ones no metadata refers to.
 
 Write-back protocol (see docs/notes/cache.md): ``put_dirty`` writes and fsyncs the object
-file; ``sync`` commits the index, after which the block survives a crash and will be uploaded.
+file (and the directory it is in), after which the block survives a crash and will be
+uploaded. The index is a hint, never part of that promise: its commits are queued (``sync``)
+and flushed to disk only when something relies on them (eviction, shutdown); a row a power
+loss took is rebuilt by ``adopt`` from the metadata that names the block.
 Uploads drain oldest first through ``uploaders`` threads; a transient store error puts the
 block back at the head of the queue and pauses that thread with a growing delay. With an
 ``upload_delay`` each upload starts only once no block was written (and no face reported a
@@ -100,10 +103,10 @@ class BlockCache:
         self._index = SqliteDict(str(self.dir / "index.sqlite"), tablename="blocks",
                                  encode=json.dumps, decode=json.loads, autocommit=False,
                                  journal_mode="WAL", outer_stack=False)
-        # Commits survive a crash of the process at once; ``make_durable`` flushes them.
+        # Commits survive a crash of the process at once; ``flush_index`` flushes them.
         self._index.conn.execute("PRAGMA synchronous = NORMAL")
         self._unsynced: set[str] = set()   # block files written without fsync
-        self._undurable = False            # unsynced files or index commits exist
+        self._shards: set[str] = set()     # block subdirectories known to exist on disk
         self._unindexed: list[str] = []    # block files without an index row (``adopt``)
         self._load()
         self._downloads = ThreadPoolExecutor(downloaders, thread_name_prefix="rzd-fetch")
@@ -133,6 +136,7 @@ class BlockCache:
                 self.dirty_bytes += entry.size
                 self._queue.append(hexname)
         for sub in (self.dir / "blocks").iterdir():
+            self._shards.add(sub.name)
             for f in sub.iterdir():
                 if f.name in self._entries:
                     continue
@@ -146,9 +150,9 @@ class BlockCache:
                      self.dirty_bytes)
 
     def adopt(self, wanted: Callable[[bytes], bool]) -> list[bytes]:
-        """Settle the block files that have no index row: written by a non-durable
-        ``put_dirty`` whose index commit a crash of the process overtook (``sync(durable=
-        False)`` does not wait for it). Those ``wanted`` (named by committed metadata) are
+        """Settle the block files that have no index row: written by a ``put_dirty`` whose
+        index commit a crash overtook (``sync`` does not wait for it, and the index reaches
+        the disk only at ``flush_index``). Those ``wanted`` (named by committed metadata) are
         verified and queued for upload again; the rest are deleted. Call before ``start``;
         returns the names deleted (an uploader may have stored them before the crash)."""
         kept, dropped = 0, []
@@ -202,7 +206,6 @@ class BlockCache:
         with self._lock:
             if not durable:
                 self._unsynced.add(hexname)
-                self._undurable = True
             if hexname in self._entries:
                 return
             entry = _Entry(size, True, time.time())
@@ -234,28 +237,23 @@ class BlockCache:
                                      f"{self.dirty_limit}; {why}")
             self._wake.wait(min(remaining, 0.5))
 
-    def sync(self, durable: bool = True) -> None:
-        """Commit the index: with ``durable``, every ``put_dirty`` so far survives a crash
-        of the machine. Without, the commit is only queued (waiting for sqlitedict's thread
-        costs two thread switches per small file): the block files already survive a crash
-        of the process, and ``adopt`` finds them again by the metadata that names them."""
-        if durable:
-            self._flush()
-        else:
-            self._index.commit(blocking=False)
-            with self._lock:
-                self._undurable = True
+    def sync(self) -> None:
+        """Queue the index commit of every ``put_dirty`` so far, without waiting for it
+        (sqlitedict's thread costs two thread switches per small file). The promise of
+        ``put_dirty`` does not depend on it: ``adopt`` finds a block whose row was lost by
+        the metadata that names it."""
+        self._index.commit(blocking=False)
 
     def make_durable(self) -> None:
-        """Flush to disk what ``put_dirty(durable=False)`` and ``sync(durable=False)`` left
-        in memory. The tree calls this before any commit that reaches the disk, so metadata
-        never becomes durable before the blocks it names (a file system's ordered mode)."""
-        if self._undurable:
+        """Flush to disk the block files ``put_dirty(durable=False)`` left in memory. The
+        tree calls this before any commit that reaches the disk, so metadata never becomes
+        durable before the blocks it names (a file system's ordered mode)."""
+        if self._unsynced:
             self._flush()
 
     def _flush(self) -> None:
         with self._lock:
-            names, self._unsynced, self._undurable = self._unsynced, set(), False
+            names, self._unsynced = self._unsynced, set()
         dirs = set()
         for hexname in names:
             path = self._path(hexname)
@@ -263,13 +261,27 @@ class BlockCache:
                 dirs.add(path.parent)
         for d in dirs:
             fsync_path(d)
+
+    def flush_index(self) -> None:
+        """Commit the index and flush it to disk: before a block file goes whose row a
+        power loss could otherwise bring back as dirty (a clean mark not yet on disk)."""
         self._index.commit(blocking=True)
         fsync_path(self.dir / "index.sqlite-wal")
 
-    def _write_file(self, hexname: str, parts: tuple, fsync: bool) -> None:
-        path = self._path(hexname)
+    def _shard(self, path: Path) -> None:
+        """Make the block's subdirectory exist on disk: created once, and its entry in
+        ``blocks/`` flushed, so no fsynced block can be lost with an unflushed directory."""
+        if path.parent.name in self._shards:
+            return
         with space.guard(self.dir):
             path.parent.mkdir(exist_ok=True)
+        fsync_path(path.parent.parent)
+        with self._lock:
+            self._shards.add(path.parent.name)
+
+    def _write_file(self, hexname: str, parts: tuple, fsync: bool) -> None:
+        path = self._path(hexname)
+        self._shard(path)
         tmp = path.with_name(f"{hexname}.tmp{threading.get_ident()}")
         try:
             with space.guard(self.dir):
@@ -429,6 +441,8 @@ class BlockCache:
                 self._hot.pop(hexname, None)
                 self._index.pop(hexname, None)
                 self.stats["evictions"] += 1
+        if victims:   # their clean marks on disk first: a crash cannot call them dirty
+            self.flush_index()
         for hexname in victims:
             self._path(hexname).unlink(missing_ok=True)
 
@@ -577,7 +591,7 @@ class BlockCache:
                     self._wake.wait(min(remaining or 0.5, 0.5))
             finally:
                 self._draining -= 1
-        self._index.commit(blocking=True)
+        self.flush_index()
         return True
 
     # -- figures and shutdown --

@@ -107,6 +107,10 @@ class Database:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._created: set[str] = set()
+        # The log file size past which the next durable commit checkpoints (guarded by
+        # ``_lock``; see ``_checkpoint``).
+        self._checkpoint_at = CHECKPOINT_BYTES
+        self.checkpoints = 0        # checkpoints run, for the figures and tests
 
     def create_tables(self) -> None:
         """Create every declared table not created yet (with its journal triggers)."""
@@ -131,6 +135,9 @@ class Database:
             # ``before_durable`` hooks, so deferred commits never reach the disk before
             # the blocks they name.
             c.execute("PRAGMA wal_autocheckpoint = 0")
+            # When the log restarts after a checkpoint, the file is cut back to this size:
+            # its size then tells how long the log is (``_checkpoint``).
+            c.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_BYTES}")
             c.execute("PRAGMA cache_size = -16000")
             self._local.conn = c
             with self._conns_lock:
@@ -198,12 +205,28 @@ class Database:
         return getattr(self._local, "deferred", False)
 
     def _checkpoint(self, c) -> None:
-        """Fold a long log back into the database (it stays readable either way)."""
+        """Fold a long log back into the database (it stays readable either way). Called
+        under ``_lock`` after a durable commit, so after the ``before_durable`` hooks.
+
+        SQLite never shrinks the log file by itself: after a complete checkpoint the next
+        commit writes the log from its start again, inside the file. The file size is a sign
+        of a long log only because ``journal_size_limit`` cuts the file back to
+        ``CHECKPOINT_BYTES`` at that restart; a file past that size holds that much log.
+        When the log could not restart (a reader still used it) or the checkpoint stopped
+        short, the next try waits for a sixteenth of ``CHECKPOINT_BYTES`` more log, never
+        one per commit."""
         try:
-            if os.path.getsize(self.path + "-wal") > CHECKPOINT_BYTES:
-                c.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            size = os.path.getsize(self.path + "-wal")
         except OSError:
-            pass
+            return
+        if size <= CHECKPOINT_BYTES:      # a short log, or one restarted and cut back
+            self._checkpoint_at = CHECKPOINT_BYTES
+            return
+        if size <= self._checkpoint_at:
+            return
+        c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.checkpoints += 1
+        self._checkpoint_at = size + CHECKPOINT_BYTES // 16
 
     @contextmanager
     def deferred_sync(self) -> Iterator[None]:

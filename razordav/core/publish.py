@@ -157,7 +157,8 @@ class BlockStorer:
 
     def wait(self) -> None:
         self._reap(block=True)
-        self.pub.cache.sync(durable=self.durable)
+        self.pub.cache.sync()   # the index is a hint; the blocks are on disk (or flushed
+        # by the hook before the commit that names them reaches the disk)
 
     def finish(self) -> None:
         self.pub.pins.unpin(self.pinned)

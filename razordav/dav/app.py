@@ -1,28 +1,21 @@
-"""Assembles the WebDAV face: WsgiDAV configured over ``RazorProvider``, served by cheroot.
-
-Owns the WsgiDAV configuration and the HTTP server's tuning (threads, queue, timeouts);
-``serve`` runs until SIGTERM/SIGINT, then stops accepting, lets requests in flight finish,
-and leaves closing the volume to the caller.
+"""Assembles the WebDAV face: WsgiDAV configured over ``RazorProvider``, with razordav's
+patches to WsgiDAV. The HTTP server that serves it (and every other face) is
+``web/server.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 
-from cheroot import wsgi
 from wsgidav import util
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from .conns import GuardedConnection, GuardedConnections
+from .dc import TrustedDC
 from .edge import Edge
-from .locks import AtomicLock, SqliteLockStorage, lock_checker
+from .locks import LOCK_DB, AtomicLock, SqliteLockStorage, lock_checker
 from .provider import RazorProvider
 
 log = logging.getLogger(__name__)
-
-MAX_HEADER_BYTES = 64 * 1024
 
 
 def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
@@ -31,11 +24,10 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
     caller is already authenticated and its user name is in that environ key: WsgiDAV takes
     it as the principal, which lock tokens are bound to. Without it, anonymous access."""
     if trusted_user_key:
-        from ..service.gate import TrustedDC
         auth = {"domain_controller": TrustedDC, "trusted_auth_header": trusted_user_key}
     else:
         auth = {"domain_controller": None}   # anonymous: simple_dc's "*"
-    locks = SqliteLockStorage(lock_db or str(volume.data_dir / "locks.sqlite"),
+    locks = SqliteLockStorage(lock_db or str(volume.data_dir / LOCK_DB),
                               max_timeout=lock_timeout_max)
     config = {
         "provider_mapping": {"/": RazorProvider(volume)},
@@ -144,111 +136,3 @@ def close_app(app) -> None:
     lock_manager = app.wsgidav_app.lock_manager
     if lock_manager is not None:
         lock_manager.storage.close()
-
-
-def head_without_body(app):
-    """A HEAD response carries no body (RFC 9110 9.3.2); cheroot sends whatever the app
-    yields, and a client on a kept-alive connection would read it as the next response.
-    Early error answers (edge, gate) are written for GET; this drops their bodies."""
-    def wrapped(environ, start_response):
-        result = app(environ, start_response)
-        if environ.get("REQUEST_METHOD") != "HEAD":
-            return result
-        try:
-            for _ in result:
-                pass
-        finally:
-            if hasattr(result, "close"):
-                result.close()
-        return []
-    return wrapped
-
-
-# Every response, files and the gateway's own pages alike: no type sniffing, and a policy
-# under which nothing it serves runs a script or is framed in the gateway's origin (an
-# uploaded evil.html or .svg opens sandboxed, in an opaque origin).
-CONTENT_SECURITY_POLICY = ("sandbox; default-src 'none'; style-src 'self' 'unsafe-inline'; "
-                           "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
-                           "form-action 'none'")
-SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"),
-                    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
-                    ("Referrer-Policy", "no-referrer")]
-
-
-def with_security_headers(app):
-    """Add ``SECURITY_HEADERS`` to every response (replacing any the app set)."""
-    names = {name.lower() for name, _ in SECURITY_HEADERS}
-
-    def wrapped(environ, start_response):
-        def start(status, headers, exc_info=None):
-            headers = [h for h in headers if h[0].lower() not in names] + SECURITY_HEADERS
-            return start_response(status, headers, exc_info) if exc_info else \
-                start_response(status, headers)
-        return app(environ, start)
-    return wrapped
-
-
-class _GuardedServer(wsgi.Server):
-    """cheroot's WSGI server with ``conns.GuardedConnections``: workers get requests whose
-    head has arrived, not sockets (see conns.py for why)."""
-
-    ConnectionClass = GuardedConnection
-
-    def __init__(self, *args, limits: dict, **kw):
-        super().__init__(*args, **kw)
-        self.limits = limits
-        # cheroot stops keeping connections alive past this many in its selector; the
-        # limits above bound that number already
-        self.keep_alive_conn_limit = limits["max_connections"]
-
-    def prepare(self):
-        super().prepare()
-        plain = self._connections
-        self._connections = GuardedConnections(self, **self.limits)
-        plain._selector.close()
-
-
-class Server:
-    """A cheroot server over the app, on ``host:port`` (port 0: any free port).
-
-    ``timeout``: idle seconds between requests, and for each read of a body;
-    ``header_timeout``: seconds from accepting a connection (or from the first byte of a
-    next request) to the end of the request head; ``max_connections`` in all and
-    ``per_address`` from one client address (those past them are closed unanswered)."""
-
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 8080, threads: int = 32,
-                 queue: int = 128, timeout: float = 60, tls: tuple[str, str] | None = None,
-                 header_timeout: float = 10, max_connections: int = 1000,
-                 per_address: int = 64):
-        limits = {"header_timeout": header_timeout, "max_connections": max_connections,
-                  "per_address": per_address}
-        app = with_security_headers(head_without_body(app))
-        self.httpd = _GuardedServer((host, port), app, numthreads=threads,
-                                    request_queue_size=queue, timeout=int(timeout),
-                                    shutdown_timeout=30, server_name="razordav",
-                                    limits=limits)
-        if tls is not None:   # (certificate, key) PEM files; cheroot's ssl-module adapter
-            from cheroot.ssl.builtin import BuiltinSSLAdapter
-            self.httpd.ssl_adapter = BuiltinSSLAdapter(*tls)
-        self.scheme = "https" if tls else "http"
-        self.httpd.max_request_header_size = MAX_HEADER_BYTES  # cheroot: 413 past it
-        self.httpd.prepare()  # binds now, so a port in use fails here with OSError
-        self.host, self.port = self.httpd.bind_addr[:2]
-
-    def serve_forever(self) -> None:
-        stop = threading.Event()
-
-        def on_signal(signum, _frame):
-            log.info("signal %d: finishing requests in flight", signum)
-            stop.set()
-            threading.Thread(target=self.httpd.stop, daemon=True).start()
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            self.httpd.serve()
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    def stop(self) -> None:
-        self.httpd.stop()

@@ -4,7 +4,7 @@ parses it. Owns no state; answers a bad request itself with a 4xx and a one-line
 Where each error case of RFC 9110/9112 and RFC 4918 is decided, for every method served
 (GET HEAD PUT DELETE OPTIONS MKCOL PROPFIND PROPPATCH COPY MOVE LOCK UNLOCK):
 
-Before WsgiDAV, in the HTTP layer (``http.py``, every face; 400 then close unless noted):
+Before WsgiDAV, in the HTTP layer (``web/http.py``, every face; 400 then close unless noted):
 - request target not UTF-8 once percent-decoded, OPTIONS included (RFC 3986 2.5; the
   one rule for names, also applied to Destination below);
 - obs-fold, a field name with spaces or non-token characters, CR or NUL in a value
@@ -69,13 +69,14 @@ import io
 import re
 from email.utils import formatdate, parsedate_to_datetime
 
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from defusedxml import ElementTree
 from wsgidav.dav_error import DAVError
 
 from ..core import errors
-from .http import utf8_path
+from ..web.http import utf8_path
+from ..web.wsgi import bad_path, bad_segments, reply
 from .provider import normalize_path
 
 MAX_BODY = 1 << 20
@@ -150,23 +151,6 @@ def read_body(environ) -> bytes | None:
     return None
 
 
-def bad_path(environ) -> bytes | None:
-    raw = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
-    for path in (unquote(raw.split("?", 1)[0]), environ.get("PATH_INFO", "")):
-        refused = _bad_segments(path)
-        if refused:
-            return refused.encode()
-    return None
-
-
-def _bad_segments(path: str) -> str | None:
-    if "\0" in path or "\\" in path:
-        return "a path may not contain NUL or backslash"
-    if any(seg in (".", "..") for seg in path.split("/")):
-        return "a path may not contain '.' or '..' segments"
-    return None
-
-
 # RFC 4918 10.3: Destination = Simple-ref = absolute-URI / path-absolute [ "?" query ]
 _DESTINATION = re.compile(r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<netloc>[^/?#]*))?"
                           r"(?P<path>/[^?#]*)$")
@@ -191,7 +175,7 @@ def split_destination(value: str) -> tuple[str, str, str]:
         path = utf8_path(unquote_to_bytes(m["path"].encode("latin-1")))
     except UnicodeDecodeError:
         raise ValueError("Destination is not valid UTF-8 once percent-decoded") from None
-    refused = _bad_segments(path)
+    refused = bad_segments(path)
     if refused:
         raise ValueError(refused)
     return (m["scheme"] or "").lower(), (m["netloc"] or "").lower(), path
@@ -224,16 +208,6 @@ def _check_range(environ) -> None:
         if not (first and last and int(first) > int(last)):
             return
     del environ["HTTP_RANGE"]  # not one valid byte range: serve the whole file
-
-
-def reply(start_response, status: str, body: bytes | str, ctype: str = "text/plain; charset=utf-8",
-          headers=(), close: bool = False):
-    """A short answer made here, not by WsgiDAV (a str body is a reason: one line)."""
-    if isinstance(body, str):
-        body = (body + "\n").encode()
-    headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), *headers]
-    start_response(status, headers + ([("Connection", "close")] if close else []))
-    return [body]
 
 
 def _fix_conditionals(environ) -> None:

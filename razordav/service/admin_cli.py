@@ -1,8 +1,10 @@
-"""The operator's commands for the registry: ``razordav tenant|user|token ...``.
+"""The operator's commands for the registry and WebDAV locks: ``razordav
+tenant|user|token|lock ...``.
 
-Owns: argument parsing for these three commands, reading passwords from standard input,
-and deleting a tenant's data (its data dir and every object under its store prefix).
-The rows and the rules about names, roles and secrets are registry.py's.
+Owns: argument parsing for these commands, reading passwords from standard input, and
+refusing to delete a tenant whose volume a running gateway holds. The rows and the rules
+about names, roles and secrets are registry.py's; where a tenant's data lives and
+deleting it, tenancy.py's.
 
 Which database: the MAIN volume's ``<data_dir>/meta.db``. Operators run these commands
 while ``razordav serve`` runs, so the tree is opened directly (SQLite WAL lets two processes
@@ -13,9 +15,9 @@ so the volume descriptor in the store and the data dir agree from the start. Row
 while no gateway runs are shipped when one next starts.
 
 Errors the operator can fix end as one line, ``razordav: error: ...``, and exit status 1;
-bugs keep their traceback. Wiring into cli.py: ``add_subcommands(sub, _common)`` in
-``build_parser``, ``COMMANDS`` in the command table, and ``FLAGS`` added to the names that
-are not config options. Until then ``python -m razordav.service.admin_cli`` runs them.
+bugs keep their traceback. Wiring into cli.py: ``add_subcommands(sub)`` in
+``build_parser``, ``COMMANDS`` in the command table; ``python -m razordav.service.admin_cli``
+runs them alone.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
-import os
-import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -32,18 +32,19 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .. import config
+from ..cmdline import common_options, setup_logging
 from ..core import errors
 from ..core.tree import Tree
 from ..core.volume import default_store_url
+from ..dav.locks import LOCK_DB, SqliteLockStorage
 from ..store import StoreError, open_store
 from .registry import Registry, check_role, check_user_name
-from .tenants import check_tenant_dir, check_tenant_name, tenant_data_dir, tenant_store_url
-
-DELETE_BATCH = 1000
+from .tenancy import Tenancy
+from .tenants import check_tenant_name
 
 # argparse destinations of these commands: none of them is a config option.
 FLAGS = frozenset({"admin_action", "name", "tenant", "role", "password_stdin", "quota",
-                   "max_files", "yes", "label", "token_id", "scope"})
+                   "max_files", "yes", "label", "token_id", "scope", "token"})
 
 
 class AdminError(Exception):
@@ -52,12 +53,12 @@ class AdminError(Exception):
 
 # -- the parser --
 
-def add_subcommands(subparsers, common) -> None:
-    """Add ``tenant``, ``user`` and ``token`` to ``subparsers``; ``common(p)`` adds
-    --data-dir, --store and the other shared options to each leaf parser."""
+def add_subcommands(subparsers) -> None:
+    """Add ``tenant``, ``user`` and ``token`` to ``subparsers``, each leaf parser with
+    --data-dir, --store and the other options every command takes."""
     def leaf(group, name, help):
         p = group.add_parser(name, help=help)
-        common(p)
+        common_options(p)
         return p
 
     tenant = subparsers.add_parser("tenant", help="add, list or delete tenants")
@@ -101,6 +102,15 @@ def add_subcommands(subparsers, common) -> None:
     p = leaf(ks, "list", "list a user's tokens (never their secrets)")
     p.add_argument("name", metavar="USER")
 
+    lock = subparsers.add_parser("lock", help="list or break WebDAV locks")
+    ls = lock.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    p = leaf(ls, "list", "list the live WebDAV locks of every tenant, or of one")
+    p.add_argument("--tenant", help="only this tenant's locks")
+    p = leaf(ls, "break", "break a WebDAV lock: its holder loses it at once, running "
+                          "gateway or not")
+    p.add_argument("token", metavar="TOKEN", help="as listed, e.g. opaquelocktoken:...")
+    p.add_argument("--tenant", help="the tenant whose lock it is (default: look in all)")
+
 
 # -- plumbing --
 
@@ -110,7 +120,7 @@ def _one_line_errors(fn):
     def run(opts: config.Options, args) -> int:
         try:
             status = fn(opts, args)
-            if args.admin_action in ("add", "del", "passwd", "create", "revoke"):
+            if args.admin_action in ("add", "del", "passwd", "create", "revoke", "break"):
                 _audit(opts, args)
             return status
         except StoreError as exc:
@@ -127,7 +137,8 @@ def _audit(opts: config.Options, args) -> None:
     the operator's login and never a secret."""
     from . import Principal
     from .metrics import audit_line
-    target = getattr(args, "name", None) or getattr(args, "token_id", "")
+    target = getattr(args, "name", None) or getattr(args, "token_id", None) or \
+        getattr(args, "token", "")
     details = {k: getattr(args, k) for k in ("tenant", "role", "quota", "max_files", "label")
                if getattr(args, k, None) is not None}
     line = audit_line(Principal(getpass.getuser(), "", "admin", "cli"),
@@ -190,7 +201,7 @@ def _when(seconds: int) -> str:
 
 def _table(header: tuple, rows: list[tuple]) -> None:
     rows = [tuple(str(v) for v in r) for r in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(str(h)), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
@@ -222,78 +233,46 @@ def _tenant_list(opts, args) -> int:
 
 def _tenant_del(opts, args) -> int:
     name = check_tenant_name(args.name)
-    store_url = opts.store or default_store_url(opts.data_dir)
-    with _registry(opts) as reg:
-        registered = name in {t.name for t in reg.tenants()}
-        users = reg.users(name)
-        # the registered tenant's data, and any left by earlier tenants of that name
-        components = {reg.tenant_dir(name)} | _leftovers(opts.data_dir, name)
-        places = [(tenant_data_dir(opts.data_dir, c), tenant_store_url(store_url, c))
-                  for c in sorted(components)]
-        if not registered and not any(d.exists() or _prefix_has_objects(u, opts)
-                                      for d, u in places):
-            raise AdminError(f"no tenant {name!r}")
-        if not args.yes:
-            raise AdminError(
-                f"deleting tenant {name!r} removes its {len(users)} users and their tokens, "
-                f"{', '.join(str(d) for d, _ in places)} and every object under "
-                f"{', '.join(u for _, u in places)}; run again with --yes to do it")
-        for _, url in places:
-            _refuse_if_open(url, opts)
-        if registered:
-            reg.del_tenant(name)
-    deleted = 0
-    for data_dir, url in places:
-        deleted += _delete_prefix(url, opts)
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
+    store = open_store(opts.store or default_store_url(opts.data_dir), endpoint=opts.s3_endpoint)
+    try:
+        with _registry(opts) as reg:
+            registered = name in {t.name for t in reg.tenants()}
+            users = reg.users(name)
+            # the registered tenant's data, and any left by earlier tenants of that name
+            tenancy = Tenancy(reg, opts.data_dir, store.url)
+            places = tenancy.places(name)
+            if not registered and not any(p.data_dir.exists() or _has_objects(store, p.prefix)
+                                          for p in places):
+                raise AdminError(f"no tenant {name!r}")
+            if not args.yes:
+                raise AdminError(
+                    f"deleting tenant {name!r} removes its {len(users)} users and their "
+                    f"tokens, {', '.join(str(p.data_dir) for p in places)} and every object "
+                    f"under {', '.join(p.store_url for p in places)}; run again with --yes "
+                    "to do it")
+            for place in places:
+                _refuse_if_open(place.store_url, opts)
+            if registered:
+                reg.del_tenant(name)
+        deleted = sum(tenancy.delete_data(place, store) for place in places)
+    finally:
+        store.close()
     print(f"razordav: tenant {name} deleted ({len(users)} user(s), {deleted} object(s))")
     return 0
 
 
-def _leftovers(data_dir, name: str) -> set[str]:
-    """Components of data dirs of deleted tenants called ``name`` (``<name>.<hex>``)."""
-    try:
-        found = os.listdir(Path(data_dir) / "tenants")
-    except FileNotFoundError:
-        return set()
-    return {c for c in found if c.split(".", 1)[0] == name and _is_component(c)}
-
-
-def _is_component(component: str) -> bool:
-    try:
-        check_tenant_dir(component)
-        return True
-    except errors.InvalidArgument:
-        return False
-
-
-def _open_tenant_store(url: str, opts):
-    """The tenant's store, or None when it is a local directory that was never made (so
-    looking does not create it)."""
-    parts = urlsplit(url)
-    if parts.scheme == "file" and not Path(unquote(parts.path)).is_dir():
-        return None
-    return open_store(url, endpoint=opts.s3_endpoint)
-
-
-def _prefix_has_objects(url: str, opts) -> bool:
-    store = _open_tenant_store(url, opts)
-    if store is None:
-        return False
-    try:
-        return next(iter(store.list("")), None) is not None
-    finally:
-        store.close()
+def _has_objects(store, prefix: str) -> bool:
+    return next(iter(store.list(prefix)), None) is not None
 
 
 def _refuse_if_open(url: str, opts) -> None:
     """A live lease means a running gateway has the tenant's volume open: deleting under it
     would only have it write the data back."""
     from ..core.lease import live_holder
-    store = _open_tenant_store(url, opts)
-    if store is None:
-        return
+    parts = urlsplit(url)
+    if parts.scheme == "file" and not Path(unquote(parts.path)).is_dir():
+        return       # never made (and looking must not make it)
+    store = open_store(url, endpoint=opts.s3_endpoint)
     try:
         held = live_holder(store)
     finally:
@@ -303,29 +282,6 @@ def _refuse_if_open(url: str, opts) -> None:
             f"the tenant's volume is open in a running gateway ({held.get('host')}, pid "
             f"{held.get('pid')}, lease {held['expires'] - time.time():.0f} s more); stop it "
             "or let it close the volume, then try again")
-
-
-def _delete_prefix(url: str, opts) -> int:
-    """Delete every object under ``url`` in batches; return how many."""
-    store = _open_tenant_store(url, opts)
-    if store is None:
-        return 0
-    count, batch = 0, []
-    try:
-        for info in store.list(""):
-            batch.append(info.key)
-            if len(batch) >= DELETE_BATCH:
-                store.delete_many(batch)
-                count, batch = count + len(batch), []
-        if batch:
-            store.delete_many(batch)
-            count += len(batch)
-    finally:
-        store.close()
-    parts = urlsplit(url)
-    if parts.scheme == "file":   # a local store leaves its (now empty) directories behind
-        shutil.rmtree(unquote(parts.path), ignore_errors=True)
-    return count
 
 
 # -- user --
@@ -413,14 +369,78 @@ def _token_list(opts, args) -> int:
     return 0
 
 
-COMMANDS = {"tenant": cmd_tenant, "user": cmd_user, "token": cmd_token}
+# -- lock --
+# A lock table is a SQLite file in its volume's data dir, which a running gateway reads
+# through on every lock check (dav/locks.py): a lock broken here is gone for it at once.
+
+@_one_line_errors
+def cmd_lock(opts: config.Options, args) -> int:
+    return {"list": _lock_list, "break": _lock_break}[args.admin_action](opts, args)
+
+
+def _lock_tables(opts, tenant: str | None) -> list[tuple[str, Path]]:
+    """(tenant, lock table) of one tenant, or of every tenant and of the main volume (a
+    gateway without --auth); only tables that exist (a volume never served has none)."""
+    data_dir = Path(opts.data_dir)
+    if not (data_dir / "meta.db").exists():
+        raise AdminError(f"{data_dir} holds no volume")
+    tree = Tree(data_dir / "meta.db")
+    try:
+        tenancy = Tenancy(Registry(tree), data_dir, opts.store or default_store_url(data_dir))
+        names = [tenant] if tenant is not None else [t.name for t in tenancy.registry.tenants()]
+        tables = [(n, tenancy.place(n).data_dir / LOCK_DB) for n in names]
+    finally:
+        tree.close()
+    if tenant is None:
+        tables.insert(0, ("", data_dir / LOCK_DB))
+    return [(name, path) for name, path in tables if path.exists()]
+
+
+@contextmanager
+def _lock_storage(path: Path):
+    storage = SqliteLockStorage(str(path))
+    storage.open()
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+def _lock_list(opts, args) -> int:
+    rows = []
+    for tenant, path in _lock_tables(opts, args.tenant):
+        with _lock_storage(path) as storage:
+            rows += [(tenant or "-", lock["token"], lock["root"], lock.get("principal") or "-",
+                      lock.get("depth", "0"), lock.get("scope", ""),
+                      _when(int(lock.get("expire", 0))))
+                     for lock in sorted(storage.all_locks(), key=lambda lock: lock["root"])]
+    _table(("TENANT", "TOKEN", "PATH", "HOLDER", "DEPTH", "SCOPE", "EXPIRES (UTC)"), rows)
+    return 0
+
+
+def _lock_break(opts, args) -> int:
+    for tenant, path in _lock_tables(opts, args.tenant):
+        with _lock_storage(path) as storage:
+            lock = storage.get(args.token)
+            if lock is None:
+                continue
+            storage.delete(args.token)
+        args.tenant = tenant or None     # for the audit line
+        print(f"razordav: lock {args.token} on {lock['root']} broken"
+              f"{f' (tenant {tenant})' if tenant else ''}; {lock.get('principal') or '-'} "
+              "no longer holds it")
+        return 0
+    where = f" in tenant {args.tenant!r}" if args.tenant else ""
+    raise AdminError(f"no live lock {args.token!r}{where} (razordav lock list shows them)")
+
+
+COMMANDS = {"tenant": cmd_tenant, "user": cmd_user, "token": cmd_token, "lock": cmd_lock}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """These commands alone, as ``razordav`` runs them, until cli.py wires them in."""
-    from .. import cli
+    """These commands alone, as ``razordav`` runs them."""
     parser = argparse.ArgumentParser(prog="razordav")
-    add_subcommands(parser.add_subparsers(dest="command", required=True), cli._common)
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     flags = {k: v for k, v in vars(args).items()
              if k not in FLAGS and k not in ("command", "config", "verbose", "quiet")}
@@ -428,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = config.load(args.config, flags)
     except config.ConfigError as exc:
         parser.error(str(exc))
-    cli._setup_logging(opts, args.verbose, args.quiet)
+    setup_logging(opts, args.verbose, args.quiet)
     return COMMANDS[args.command](opts, args)
 
 

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..core import errors
 from ..core.volume import Attr, split_path
-from ..dav.edge import bad_path
+from ..web.wsgi import bad_path
 from .api_common import (API, Answers, BodyLimit, JsonOnly, RoleCheck, fs_error, principal_of,
                          problems, serialize_error, spec, tenant_volume)
 

@@ -174,10 +174,8 @@ class TenantItem(_Admin):
     def on_patch(self, req, resp, name):
         """Replace the tenant's quota and file limit (null: none), at once."""
         body: TenantLimits = req.context.json
-        tenant = self.registry.set_tenant_limits(name, body.quota_bytes, body.max_files)
-        vol = self.service.volumes().get(name)
-        if vol is not None:         # open now: the new limits apply at once
-            vol.set_quota(tenant.quota_bytes, tenant.max_files)
+        self.registry.tenant(name)     # 404 (or 501) before anything changes
+        tenant = self.service.set_tenant_limits(name, body.quota_bytes, body.max_files)
         audit(principal_of(req), "tenant.limits", name, quota_bytes=tenant.quota_bytes,
               max_files=tenant.max_files)
         resp.media = asdict(tenant)
@@ -186,9 +184,8 @@ class TenantItem(_Admin):
     def on_delete(self, req, resp, name):
         """Remove the tenant, its users and their tokens, and delete its data (data dir
         and stored objects). A tenant made again with this name starts empty."""
-        component = self.registry.tenant_dir(name)
-        users = self.registry.del_tenant(name)
-        objects = self.service.delete_tenant_data(name, component)
+        self.registry.tenant(name)     # 404 (or 501) before anything changes
+        users, objects = self.service.delete_tenant(name)
         audit(principal_of(req), "tenant.del", name, users=users, objects=objects)
         resp.status = 204
 

@@ -33,20 +33,17 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-import shutil
 import threading
 import time
 
-from wsgidav.dc.base_dc import BaseDomainController
-
 from ..core import errors
-from ..dav.edge import reply
+from ..dav.dc import REALM, TrustedDC
+from ..web.wsgi import reply
 from . import PRINCIPAL_KEY, Principal
-from .tenants import tenant_data_dir, tenant_store_url
+from .tenancy import Tenancy, apply_limits
 
 log = logging.getLogger(__name__)
 
-REALM = "razordav"
 USER_KEY = "razordav.user"      # the WsgiDAV trusted_auth_header: not settable over HTTP
 HEALTH_PATHS = ("/healthz", "/readyz")
 USER_WAIT_CAP = 30.0     # the longest a user name's own window lasts, in seconds
@@ -64,6 +61,8 @@ class Service:
         self.main_volume = main_volume
         self._close_app = close_app              # (WSGI app) -> None
         self.registry = registry
+        self.tenancy = None if registry is None else \
+            Tenancy(registry, main_volume.data_dir, main_volume.store.url)
         self._open_volume = open_volume          # (data_dir, store_url, cache_size) -> Volume
         self._make_dav_app = make_dav_app        # (volume, trusted_user_key) -> WSGI app
         self._lock = threading.Lock()
@@ -99,12 +98,7 @@ class Service:
             raise
         with self._lock:
             if name not in self._volumes:
-                component = self.registry.tenant_dir(name)
-                vol = self._open_volume(tenant_data_dir(self.main_volume.data_dir, component),
-                                        tenant_store_url(self.main_volume.store.url, component),
-                                        self._cache_share())
-                if hasattr(vol, "set_quota"):
-                    vol.set_quota(tenant.quota_bytes, tenant.max_files)
+                vol = self.tenancy.open(tenant, self._open_volume, self._cache_share())
                 self._volumes[name] = vol
                 self._apps[name] = self._make_dav_app(vol, USER_KEY)
             return self._volumes[name], self._apps[name]
@@ -121,17 +115,24 @@ class Service:
                 self._close_app(app)
             vol.close()
 
-    def delete_tenant_data(self, name: str, component: str) -> int:
-        """Close a deleted tenant's volume and delete its data: the data dir and every
-        object under its store prefix. Returns how many objects went. (Its name made
-        again gets a new component: it would not open these even if they stayed.)"""
+    def delete_tenant(self, name: str) -> tuple[int, int]:
+        """Remove a tenant from the registry (its users and tokens), close its volume and
+        delete its data: the data dir and every object under its store prefix. Returns
+        (users, objects) removed. Its name made again gets a new component, so it would
+        not open these even if they stayed."""
+        place = self.tenancy.place(name)
+        users = self.registry.del_tenant(name)
         self._forget(name)
-        shutil.rmtree(tenant_data_dir(self.main_volume.data_dir, component), ignore_errors=True)
-        store = self.main_volume.store
-        keys = [info.key for info in store.list(f"tenants/{component}/")]
-        for i in range(0, len(keys), 1000):
-            store.delete_many(keys[i:i + 1000])
-        return len(keys)
+        return users, self.tenancy.delete_data(place, self.main_volume.store)
+
+    def set_tenant_limits(self, name: str, quota_bytes: int | None, max_files: int | None):
+        """New limits for a tenant, applied at once if its volume is open."""
+        tenant = self.registry.set_tenant_limits(name, quota_bytes, max_files)
+        with self._lock:
+            vol = self._volumes.get(name)
+        if vol is not None:
+            apply_limits(vol, tenant)
+        return tenant
 
     def _cache_share(self) -> int:
         """Each tenant's cache: an equal share of the configured size (at least 64 MiB)."""
@@ -146,27 +147,6 @@ class Service:
                 vol.close()
             self._volumes.clear()
             self._apps.clear()
-
-
-class TrustedDC(BaseDomainController):
-    """The domain controller of a tenant's WsgiDAV app: every request is authenticated, and
-    WsgiDAV takes the user name the gate put under its ``trusted_auth_header``. A request
-    that reached the app without one (impossible through the gate) fails Basic auth."""
-
-    def __init__(self, wsgidav_app=None, config=None):
-        super().__init__(wsgidav_app, config)
-
-    def get_domain_realm(self, path_info, environ):
-        return REALM
-
-    def require_authentication(self, realm, environ):
-        return True
-
-    def supports_http_digest_auth(self):
-        return False      # digest needs the password in clear or an MD5 of it: not stored
-
-    def basic_auth_user(self, realm, user_name, password, environ):
-        return False
 
 
 class RegistryDC(TrustedDC):

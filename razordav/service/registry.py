@@ -4,8 +4,8 @@ the bucket with the rest of the metadata and ``razordav restore`` brings them ba
 
 Owns: the rows, name and role rules, argon2id hashing of passwords and token secrets, and
 ``verify_password``. Leaves to others: parsing ``Authorization`` headers and backing off
-after failures (gate.py), JWTs (jwt_auth.py), opening tenant volumes and applying quotas
-(the service), deleting a tenant's data (admin_cli.py).
+after failures (gate.py), JWTs (jwt_auth.py), where tenant volumes live, opening them,
+applying quotas and deleting a tenant's data (tenancy.py).
 
 Secrets: passwords and token secrets are stored only as argon2id hashes and are never
 logged. An unknown user is verified against a dummy hash with the same parameters, so it

@@ -120,6 +120,22 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         self.delete_many([key])
 
+    def delete_prefix(self, prefix: str, batch: int = 1000) -> int:
+        """Delete every object whose key starts with ``prefix`` (all of them for ""), in
+        batches of ``delete_many``; return how many were listed for deletion. Missing
+        keys are fine, so a cut-off run can be run again. Objects put under the prefix
+        while it runs MAY survive: callers stop writers there first."""
+        count, keys = 0, []
+        for info in self.list(prefix):
+            keys.append(info.key)
+            if len(keys) >= batch:
+                self.delete_many(keys)
+                count, keys = count + len(keys), []
+        if keys:
+            self.delete_many(keys)
+            count += len(keys)
+        return count
+
     def unwrap(self) -> "ObjectStore":
         return self
 
@@ -162,6 +178,9 @@ class StoreWrapper(ObjectStore):
     def remove_leftovers(self, older_than):
         return self.inner.remove_leftovers(older_than)
 
+    def delete_prefix(self, prefix, batch=1000):
+        return self.inner.delete_prefix(prefix, batch)
+
     def unwrap(self):
         return self.inner.unwrap()
 
@@ -195,6 +214,10 @@ class GuardedStore(StoreWrapper):
     def remove_leftovers(self, older_than):
         self.guard("delete")
         return self.inner.remove_leftovers(older_than)
+
+    def delete_prefix(self, prefix, batch=1000):
+        # batch by batch through delete_many above, so each batch asks the guard
+        return ObjectStore.delete_prefix(self, prefix, batch)
 
 
 class RetryingStore(StoreWrapper):
@@ -268,6 +291,10 @@ class RetryingStore(StoreWrapper):
 
     def copy(self, src, dst, storage_class=None):
         return self._call("copy", lambda: self.inner.copy(src, dst, storage_class))
+
+    def delete_prefix(self, prefix, batch=1000):
+        # retried as a whole: deleting what is already gone is fine
+        return self._call("delete", lambda: self.inner.delete_prefix(prefix, batch))
 
     def guarded(self, guard) -> "RetryingStore":
         """The same retries over ``GuardedStore(inner, guard)``: every attempt is guarded,

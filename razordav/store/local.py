@@ -137,3 +137,18 @@ class LocalStore(ObjectStore):
 
     def copy(self, src, dst, storage_class=None):
         self.put(dst, self.get(src))
+
+    def delete_prefix(self, prefix: str, batch: int = 1000) -> int:
+        """As the base does; for a directory prefix ("tenants/acme/", or "") then remove
+        the directories it leaves empty, itself included, never ``root``."""
+        count = super().delete_prefix(prefix, batch)
+        if prefix and not prefix.endswith("/"):
+            return count
+        top = self._path(prefix.rstrip("/")) if prefix else self.root
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            if Path(dirpath) != self.root:
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass    # not empty: a put under the prefix meanwhile
+        return count

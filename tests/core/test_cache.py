@@ -265,6 +265,47 @@ def test_a_crash_before_the_index_commit_keeps_the_blocks_metadata_names(open_vo
     assert {o.key for o in vol2.store.list("blocks/")} == {block_key(n) for n in named}
 
 
+def test_a_durable_write_flushes_its_block_never_the_cache_index(open_volume, monkeypatch):
+    """A PUT is durable once its block file, that file's directory and the metadata are on
+    disk; the cache index is a hint and no part of it (one flush less per small file)."""
+    from razordav.core import cache as cache_mod
+    vol = open_volume(upload_paused=True)
+    vol.write_file("/warm", os.urandom(100))
+    flushed = []
+    real_fsync, real_path = os.fsync, cache_mod.fsync_path
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(os.readlink(
+        f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    monkeypatch.setattr(cache_mod, "fsync_path", lambda p: flushed.append(str(p)) or
+                        real_path(p))
+    vol.write_file("/f", os.urandom(100))
+    name = next(iter(vol.extents.extents(vol.stat("/f").ino).values())).hex()
+    assert not any("index.sqlite" in p for p in flushed), flushed
+    assert any(name in os.path.basename(p) for p in flushed), flushed  # the block file
+    assert str(vol.cache._path(name).parent) in flushed               # and its directory
+
+
+def test_a_power_loss_that_takes_index_rows_keeps_acknowledged_blocks(open_volume):
+    """After a durable write the index rows may still be lost (the index is never flushed
+    for a write): the block files are on disk, and the metadata naming them brings them
+    back, dirty, and uploads them."""
+    vol = open_volume(upload_paused=True)
+    data = {f"/f{i}": os.urandom(BS + 10 * i) for i in range(3)}
+    for path, body in data.items():
+        vol.write_file(path, body)
+    _crash(vol)
+    db = sqlite3.connect(vol.cache.dir / "index.sqlite")
+    with db:
+        db.execute("DELETE FROM blocks")
+    db.close()
+    vol2 = open_volume(upload_paused=True)
+    assert len(vol2.cache.dirty_names()) == 5          # 2 + 2 + 1 blocks, none lost
+    for path, body in data.items():
+        assert vol2.read_file(path) == body
+    vol2.cache.pause_uploads(False)
+    assert vol2.cache.wait_uploaded(30)
+    assert len(store_objects(vol2)) == 5
+
+
 def test_a_damaged_unindexed_block_is_not_adopted(open_volume, caplog):
     vol = open_volume(upload_paused=True)
     vol.write_file("/f", os.urandom(BS))

@@ -1,4 +1,4 @@
-"""The body readers of dav/http.py on in-memory streams: exact ends, and failures that
+"""The body readers of web/http.py on in-memory streams: exact ends, and failures that
 raw sockets cannot time (a read timeout) or that need a byte-exact stream."""
 
 import io
@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from razordav.core.errors import BadBody
-from razordav.dav.http import ChunkedBody, LengthBody
+from razordav.web.http import ChunkedBody, LengthBody
 
 
 class Req:

@@ -4,6 +4,7 @@ half-written stays behind, and the next small PUT works."""
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,75 @@ def test_full_disk_in_the_core_is_enospc_and_not_ready(small_disk, tmp_path):
         vol.close()
         for d in list(space._full):   # the module keeps episodes per directory
             space._full.pop(d, None)
+
+
+def _fill(directory: Path) -> Path:
+    """Take every free byte of ``directory``'s file system; return the filler file."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while f.write(b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    return filler
+
+
+LOCKINFO = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>o</D:owner>'
+            b'</D:lockinfo>')
+
+
+def test_a_lock_on_a_full_disk_is_507_and_stores_nothing(small_disk, tmp_path):
+    srv = RazorServer(small_disk / "data", store=f"file://{tmp_path}/store").start()
+    try:
+        assert requests.put(srv.url + "/doc.txt", data=b"doc").status_code == 201
+        filler = _fill(small_disk)
+        r = requests.request("LOCK", srv.url + "/doc.txt", data=LOCKINFO,
+                             headers={"Timeout": "Second-600"})
+        assert r.status_code == 507, r.text
+        filler.unlink()
+        # nothing was stored: the file is not locked, and a LOCK now works
+        assert requests.put(srv.url + "/doc.txt", data=b"changed").status_code == 204
+        r = requests.request("LOCK", srv.url + "/doc.txt", data=LOCKINFO,
+                             headers={"Timeout": "Second-600"})
+        assert r.status_code == 200, r.text
+    finally:
+        srv.stop()
+
+
+def test_a_mount_on_a_full_disk_says_enospc(small_disk, tmp_path):
+    """Through a real mount: writing past the room of the data dir's disk fails with
+    ENOSPC (at write, flush or fsync), and the file system keeps working."""
+    import errno
+
+    from tests.fuse.mounts import RazorMount
+    m = RazorMount(small_disk / "data", tmp_path / "mnt", store=f"file://{tmp_path}/store")
+    m.start()
+    try:
+        with pytest.raises(OSError) as exc:
+            fd = os.open(f"{m.mountpoint}/big.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                for _ in range(60):
+                    os.write(fd, os.urandom(1 << 20))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        assert exc.value.errno == errno.ENOSPC, exc.value
+        os.unlink(f"{m.mountpoint}/big.bin")
+        # the unsaved blocks go when the kernel releases the file (asynchronously)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with open(f"{m.mountpoint}/small.txt", "wb") as f:
+                    f.write(b"small")
+                    os.fsync(f.fileno())
+                break
+            except OSError as again:
+                if again.errno != errno.ENOSPC or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert open(f"{m.mountpoint}/small.txt", "rb").read() == b"small"
+    finally:
+        m.stop()

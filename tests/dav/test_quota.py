@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from razordav.core.volume import Volume
-from razordav.dav.app import Server, close_app, make_app
+from razordav.dav.app import close_app, make_app
+from razordav.web.server import Server
 from razordav.dav.provider import UNLIMITED_AVAILABLE
 
 BS = 16 * 1024

@@ -7,7 +7,8 @@ import threading
 import time
 
 from razordav.core.volume import Volume
-from razordav.dav.app import Server, close_app, make_app
+from razordav.dav.app import close_app, make_app
+from razordav.web.server import Server
 
 
 def test_requests_hold_uploads_back_until_a_pause(tmp_path):

@@ -25,7 +25,7 @@ from openapi_spec_validator import validate
 
 from razordav.core import errors
 from razordav.core.volume import Volume
-from razordav.dav.http import Connection
+from razordav.web.http import Connection
 from razordav.service import PRINCIPAL_KEY, Principal
 from razordav.service.api import make_api
 from razordav.service.registry import Registry
@@ -55,8 +55,15 @@ class StandInService:
     def volumes(self):
         return dict(self.tenants)
 
-    def delete_tenant_data(self, name, component):
-        return 0              # the stand-in's volumes are the fixture's to close and delete
+    def delete_tenant(self, name):
+        # the stand-in's volumes are the fixture's to close and delete
+        return self.registry.del_tenant(name), 0
+
+    def set_tenant_limits(self, name, quota_bytes, max_files):
+        tenant = self.registry.set_tenant_limits(name, quota_bytes, max_files)
+        if name in self.tenants:
+            self.tenants[name].set_quota(tenant.quota_bytes, tenant.max_files)
+        return tenant
 
     def lock_manager(self, tenant):
         """A lock manager over an empty lock table: nothing here is locked."""
@@ -93,7 +100,7 @@ def env(tmp_path_factory):
                                               "globex": opened["globex"]}, registry)
     api = make_api(service)
     server = wsgi.Server(("127.0.0.1", 0), _as_gate(api), numthreads=4)
-    server.ConnectionClass = Connection   # the framing every face gets (dav/http.py)
+    server.ConnectionClass = Connection   # the framing every face gets (web/http.py)
     server.prepare()
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()

@@ -13,7 +13,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from razordav.core.volume import Volume
-from razordav.dav.app import Server, close_app, make_app
+from razordav.dav.app import close_app, make_app
+from razordav.web.server import Server
 from razordav.service import PRINCIPAL_KEY, Principal
 from razordav.service.metrics import Metrics, access_line, audit
 from razordav.store import ObjectStore, RetryingStore, open_store

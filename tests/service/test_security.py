@@ -3,10 +3,12 @@ idle and slow connections, CSRF, stored XSS, locks on every face, quotas on prop
 header values, login backoff, names, deleted tenants, lock administration, token scopes,
 and the smaller ones (readyz, error texts, file modes, lock owners)."""
 
+import json
 import os
 import socket
 import stat
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -425,3 +427,46 @@ def test_a_tenant_made_before_tenant_dirs_keeps_its_data(tmp_path):
     assert (data / "tenants" / "acme" / "meta.db").exists()
     with RazorServer(data, extra=["--auth", "basic"]) as srv:
         assert as_("alice").get(srv.url + "/old.txt").content == b"old"
+
+
+def test_admins_list_and_break_locks_from_the_cli(server):
+    """``razordav lock list|break`` on a running gateway: the gateway reads its lock
+    table through, so a lock broken from the command line is gone at its next check."""
+    _locks.url = server.url
+    alice, root = as_("alice"), as_("root")
+    assert alice.put(server.url + "/cli-locked.txt", data=b"v1").status_code in (201, 204)
+    r = _lock(alice, server.url + "/cli-locked.txt", depth="0")
+    assert r.status_code == 200, r.text
+    token = r.headers["Lock-Token"].strip("<>")
+    assert root.put(server.url + "/cli-locked.txt", data=b"v2").status_code == 423
+    listed = ok(cli("lock", "list", "--tenant", "acme", data_dir=server.data_dir))
+    (row,) = [line for line in listed.splitlines() if token in line]
+    assert row.split()[:5] == ["acme", token, "/cli-locked.txt", "alice", "0"]
+    assert token in ok(cli("lock", "list", data_dir=server.data_dir))     # every tenant
+    assert token not in ok(cli("lock", "list", "--tenant", "globex", data_dir=server.data_dir))
+    r = cli("lock", "break", token, "--tenant", "globex", data_dir=server.data_dir)
+    assert r.returncode == 1 and "no live lock" in r.stderr
+    assert "broken" in ok(cli("lock", "break", token, data_dir=server.data_dir))
+    # at once: no wait, no restart
+    assert root.put(server.url + "/cli-locked.txt", data=b"v2").status_code in (201, 204)
+    assert not [lock for lock in _locks() if lock["token"] == token]
+    r = alice.request("UNLOCK", server.url + "/cli-locked.txt",
+                      headers={"Lock-Token": f"<{token}>"})
+    assert r.status_code == 409                  # its holder lost it
+    audit = (Path(server.data_dir) / "audit.log").read_text().splitlines()
+    (line,) = [json.loads(a) for a in audit if token in a]
+    assert line["action"] == "lock.break" and line["details"]["tenant"] == "acme"
+
+
+def test_locks_are_listed_and_broken_on_a_stopped_data_dir(tmp_path):
+    data = tmp_path / "data"
+    setup_registry(data)
+    with RazorServer(data, extra=["--auth", "basic"]) as srv:
+        r = _lock(as_("alice"), srv.url + "/", depth="infinity")
+        assert r.status_code == 200, r.text
+        token = r.headers["Lock-Token"].strip("<>")
+    assert token in ok(cli("lock", "list", data_dir=data))
+    ok(cli("lock", "break", token, "--tenant", "acme", data_dir=data))
+    assert token not in ok(cli("lock", "list", data_dir=data))
+    with RazorServer(data, extra=["--auth", "basic"]) as srv:
+        assert as_("root").put(srv.url + "/x.txt", data=b"x").status_code == 201

@@ -60,6 +60,20 @@ def check_batch_delete(store):
     assert [o.key for o in store.list("d/")] == sorted(keys[20:])
 
 
+def check_delete_prefix(store):
+    keep = ["tenants/b/x", "tenants/ab", "volume.json"]
+    gone = [f"tenants/a/blocks/{i:02x}/k{i}" for i in range(7)] + ["tenants/a/volume.json"]
+    for k in keep + gone:
+        store.put(k, b"x")
+    assert store.delete_prefix("tenants/a/", batch=3) == len(gone)
+    assert sorted(o.key for o in store.list("")) == sorted(keep)
+    assert store.delete_prefix("tenants/a/") == 0      # again: nothing left, no error
+    store.put("tenants/a/again", b"y")                 # the prefix is usable afterwards
+    assert store.get("tenants/a/again") == b"y"
+    assert store.delete_prefix("") == len(keep) + 1
+    assert list(store.list("")) == []
+
+
 def check_conditional_put(store):
     store.put("lease", b"a", if_absent=True)
     with pytest.raises(PreconditionFailed):

@@ -150,3 +150,25 @@ def test_s3_writes_are_bounded_and_aborted_requests_store_nothing(moto_server):
     s3._send_limit = 5.0
     assert not s3.exists("late")
     s3.close()
+
+
+def test_local_delete_prefix_removes_the_emptied_directories(tmp_path):
+    store = LocalStore(tmp_path / "objects")
+    store.put("tenants/a/blocks/00/k", b"x")
+    store.put("tenants/b/k", b"x")
+    store.delete_prefix("tenants/a/")
+    assert not (tmp_path / "objects" / "tenants" / "a").exists()
+    assert (tmp_path / "objects" / "tenants" / "b" / "k").exists()
+    store.delete_prefix("")
+    assert (tmp_path / "objects").is_dir() and not any((tmp_path / "objects").iterdir())
+
+
+def test_guarded_delete_prefix_asks_before_each_batch(tmp_path):
+    from razordav.store import GuardedStore
+    asked = []
+    store = GuardedStore(LocalStore(tmp_path / "objects"), asked.append)
+    for i in range(5):
+        store.put(f"p/{i}", b"x")
+    asked.clear()
+    assert store.delete_prefix("p/", batch=2) == 5
+    assert asked == ["delete"] * 3
