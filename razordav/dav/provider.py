@@ -269,6 +269,21 @@ class FolderResource(_Resource, DAVCollection):
         return [self.provider._resource(f"{base}/{name}", self.environ, attr)
                 for name, attr in self._listing()]
 
+    def member_pages(self, size: int):
+        """The members as resources, ``size`` at a time in name order, each page one query
+        (a streamed PROPFIND holds one page in memory, not the collection)."""
+        base, after = self.path.rstrip("/"), None
+        while True:
+            with _translate():
+                rows = self.vol.readdir(self.attr.ino, after=after, limit=size)
+            if not rows:
+                return
+            yield [self.provider._resource(f"{base}/{name}", self.environ, attr)
+                   for name, attr in rows]
+            if len(rows) < size:
+                return
+            after = self.vol.name_key(rows[-1][0])
+
     def get_member(self, name):
         with _translate():
             try:
