@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import logging
 from xml.etree.ElementTree import tostring
+from xml.sax.saxutils import escape
 
 from wsgidav import util
 from wsgidav.dav_error import DAVError
@@ -115,16 +116,62 @@ def _response(res, mode: str, names: list[str]) -> bytes:
     try:
         props = res.get_properties(mode, name_list=names) if mode == "named" else \
             res.get_properties(mode)
-        holder = xml_tools.etree.Element("{DAV:}multistatus")
-        util.add_property_response(holder, res.get_href(), props)
-        return tostring(holder[0], encoding="unicode").encode("utf-8")
+        return _serialize(res.get_href(), props)
     except Exception:
         log.exception("PROPFIND of %s failed", res.path)
-        el = xml_tools.etree.Element("{DAV:}response")
-        xml_tools.etree.SubElement(el, "{DAV:}href").text = res.get_href()
-        xml_tools.etree.SubElement(el, "{DAV:}status").text = \
-            "HTTP/1.1 500 Internal Server Error"
-        return tostring(el, encoding="unicode").encode("utf-8")
+        return (f"<D:response><D:href>{escape(res.get_href())}</D:href>"
+                "<D:status>HTTP/1.1 500 Internal Server Error</D:status></D:response>"
+                ).encode("utf-8")
+
+
+def _serialize(href: str, props) -> bytes:
+    """What ``util.add_property_response`` builds, written directly: one ``<propstat>`` per
+    status in the order met, a prefix per namespace declared on the response, a value that
+    is a string as text, an element as XML, None (or an error) as an empty element. ElementTree
+    costs about half of the time of a PROPFIND entry; this a fifth of that."""
+    prefixes: dict[str, str] = {"DAV:": "D"}
+    by_status: dict[str, list[str]] = {}
+    for name, value in props:
+        status = "200 OK"
+        if isinstance(value, DAVError):
+            status, value = util.get_http_status_string(value), None
+        tag = _qualified(name, prefixes)
+        if value is None:
+            xml = f"<{tag}/>"
+        elif xml_tools.is_etree_element(value):
+            xml = _xml(value, prefixes)
+        else:
+            xml = f"<{tag}>{escape(util.to_unicode_safe(value))}</{tag}>"
+        by_status.setdefault(status, []).append(xml)
+    declared = "".join(f' xmlns:{p}="{escape(ns, {chr(34): "&quot;"})}"'
+                       for ns, p in prefixes.items() if p != "D")
+    parts = [f"<D:response{declared}><D:href>{escape(href)}</D:href>"]
+    for status, xmls in by_status.items():
+        parts.append(f"<D:propstat><D:prop>{''.join(xmls)}</D:prop>"
+                     f"<D:status>HTTP/1.1 {status}</D:status></D:propstat>")
+    parts.append("</D:response>")
+    return "".join(parts).encode("utf-8")
+
+
+def _qualified(name: str, prefixes: dict[str, str]) -> str:
+    """``{ns}local`` as ``P:local``, adding a prefix for a namespace met first."""
+    if not name.startswith("{"):
+        return name
+    ns, local = name[1:].split("}", 1)
+    if ns not in prefixes:
+        prefixes[ns] = f"NS{len(prefixes)}"
+    return f"{prefixes[ns]}:{local}"
+
+
+def _xml(el, prefixes: dict[str, str]) -> str:
+    """An element (a property's value: lock discovery, resource type, a dead property)."""
+    tag = _qualified(el.tag, prefixes)
+    attrs = "".join(f' {_qualified(k, prefixes)}="{escape(v, {chr(34): "&quot;"})}"'
+                    for k, v in el.attrib.items())
+    inner = escape(el.text) if el.text else ""
+    inner += "".join(_xml(child, prefixes) + (escape(child.tail) if child.tail else "")
+                     for child in el)
+    return f"<{tag}{attrs}>{inner}</{tag}>" if inner else f"<{tag}{attrs}/>"
 
 
 def _element(tag: str, text: str) -> bytes:

@@ -92,6 +92,13 @@ class _Resource:
     def get_last_modified(self):
         return self.attr.mtime // 10**9  # HTTP dates have whole seconds
 
+    def get_ref_url(self):
+        # WsgiDAV asks for it once per property (lock discovery); the path never changes
+        ref = self.__dict__.get("_ref_url")
+        if ref is None:
+            ref = self._ref_url = super().get_ref_url()
+        return ref
+
     def get_display_name(self):
         return util.get_uri_name(self.path)
 
@@ -325,7 +332,12 @@ class FileResource(_Resource, DAVNonCollection):
         return self.attr.size
 
     def get_content_type(self):
-        return mimetypes.guess_type(self.path)[0] or "application/octet-stream"
+        # asked several times per PROPFIND entry; guessing parses the name each time
+        kind = self.__dict__.get("_content_type")
+        if kind is None:
+            kind = self._content_type = \
+                mimetypes.guess_type(self.path)[0] or "application/octet-stream"
+        return kind
 
     def get_etag(self):
         return self.attr.etag or None
