@@ -181,6 +181,72 @@ def small_bench(tmp: str, runs: int) -> None:
           + ", after " + " ".join(f"{x:.2f}" for x in load1))
 
 
+def _fill_razordav(data_dir: str, n: int) -> None:
+    """``n`` empty files in /big of a razordav data dir, made through the core directly."""
+    from razordav.core.volume import Volume
+    vol = Volume.open(data_dir, journal_interval=0)
+    try:
+        d = vol.mkdir("/big")
+        with vol.tree.db.write():
+            for i in range(n):
+                vol.tree.mknod(d.ino, f"file-{i:07d}.txt", 0o100644)
+    finally:
+        vol.close()
+
+
+def _fill_plain(root: str, n: int) -> None:
+    os.makedirs(os.path.join(root, "big"), exist_ok=True)
+    for i in range(n):
+        open(os.path.join(root, "big", f"file-{i:07d}.txt"), "wb").close()
+
+
+def _propfind(url: str) -> tuple[float, int]:
+    body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
+    t = time.perf_counter()
+    with requests.request("PROPFIND", url + "/big/", data=body, headers={"Depth": "1"},
+                          stream=True) as r:
+        r.raise_for_status()
+        size = sum(len(c) for c in r.iter_content(1 << 16))
+    return time.perf_counter() - t, size
+
+
+def listing_bench(tmp: str, sizes: list[int], runs: int) -> None:
+    """PROPFIND depth 1 (allprop) of a folder of N empty files: time, bytes, peak RSS."""
+    import statistics
+    load0 = os.getloadavg()
+    rows = []
+    for n in sizes:
+        for name in ("razordav", "WsgiDAV fs"):
+            d = os.path.join(tmp, f"{name.split()[0]}-{n}")
+            if name == "razordav":
+                _fill_razordav(d, n)
+                srv = RazorServer(d)
+            else:
+                _fill_plain(d, n)
+                srv = StockWsgiDAV(d)
+            srv.start()
+            try:
+                times, size = [], 0
+                for _ in range(runs):
+                    t, size = _propfind(srv.url)
+                    times.append(t)
+                rss = peak_rss_mb(srv.proc.pid)
+            finally:
+                srv.stop()
+            shutil.rmtree(d, ignore_errors=True)
+            rows.append((n, name, min(times), statistics.median(times), max(times), size, rss))
+    load1 = os.getloadavg()
+    print(f"PROPFIND depth 1 (allprop) of a folder of N empty files, {runs} runs each, "
+          f"{os.cpu_count()} cores; Apache mod_dav is not installed here\n")
+    print(f"{'N':>7} {'server':11} {'min s':>7} {'median s':>9} {'max s':>7} "
+          f"{'us/entry':>9} {'XML MB':>7} {'peak RSS MB':>12}")
+    for n, name, lo, med, hi, size, rss in rows:
+        print(f"{n:7} {name:11} {lo:7.2f} {med:9.2f} {hi:7.2f} {med / n * 1e6:9.1f} "
+              f"{size / 1e6:7.1f} {rss:12.0f}")
+    print("load average 1/5/15 min: before " + " ".join(f"{x:.2f}" for x in load0)
+          + ", after " + " ".join(f"{x:.2f}" for x in load1))
+
+
 def hammer(url: str, clients: int, seconds: float, auth_for, work) -> dict:
     """``clients`` threads, each with its own session and credentials (``auth_for(n)`` ->
     (requests auth, headers)), calling ``work(session, url, n, i)`` until time is up."""
@@ -291,7 +357,17 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="per --auth measurement")
     ap.add_argument("--small", type=int, metavar="RUNS",
                     help="only the 1 000 small PUTs, RUNS times against each server")
+    ap.add_argument("--listing", type=int, nargs="*", metavar="N",
+                    help="only PROPFIND of folders of N entries (default 10000 100000)")
+    ap.add_argument("--runs", type=int, default=3, help="repetitions for --listing")
     args = ap.parse_args()
+    if args.listing is not None:
+        tmp = tempfile.mkdtemp(prefix="rzd-benchlist-")
+        try:
+            listing_bench(tmp, args.listing or [10_000, 100_000], args.runs)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     if args.small:
         tmp = tempfile.mkdtemp(prefix="rzd-benchsmall-")
         try:
