@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import requests
@@ -62,6 +63,69 @@ class StockWsgiDAV:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("wsgidav did not start")
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+
+class ApacheDAV:
+    """Apache httpd with mod_dav over a directory, on 127.0.0.1, one process per request
+    worker (prefork, as Debian runs mod_dav), started by us and stopped by its PID."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    @staticmethod
+    def available() -> bool:
+        return bool(shutil.which("apache2") or os.path.exists("/usr/sbin/apache2")) and \
+            os.path.exists("/usr/lib/apache2/modules/mod_dav.so")
+
+    def start(self):
+        os.makedirs(self.root, exist_ok=True)
+        conf = os.path.join(os.path.dirname(self.root.rstrip("/")),
+                            f"apache-{self.port}.conf")
+        mods = "/usr/lib/apache2/modules"
+        with open(conf, "w") as f:
+            f.write(f"""ServerRoot /etc/apache2
+PidFile {conf}.pid
+ErrorLog {conf}.log
+Listen 127.0.0.1:{self.port}
+LoadModule mpm_prefork_module {mods}/mod_mpm_prefork.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule dav_module {mods}/mod_dav.so
+LoadModule dav_fs_module {mods}/mod_dav_fs.so
+LoadModule dav_lock_module {mods}/mod_dav_lock.so
+DAVLockDB {conf}.davlock
+ServerName localhost
+User www-data
+Group www-data
+DocumentRoot {self.root}
+<Directory {self.root}>
+  Dav On
+  Require all granted
+</Directory>
+""")
+        # Apache refuses to serve as root: its worker runs as www-data, which must own the tree
+        subprocess.run(["chown", "-R", "www-data:www-data", self.root,
+                        os.path.dirname(conf)], check=True)
+        apache = shutil.which("apache2") or "/usr/sbin/apache2"
+        env = {**os.environ, "APACHE_RUN_DIR": os.path.dirname(conf)}
+        self.proc = subprocess.Popen([apache, "-X", "-f", conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     env=env)
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=1).close()
+                return self
+            except urllib.error.HTTPError:   # it answers (403 for the bare root): up
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("apache2 did not start")
 
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -181,6 +245,74 @@ def small_bench(tmp: str, runs: int) -> None:
           + ", after " + " ".join(f"{x:.2f}" for x in load1))
 
 
+def _fill_razordav(data_dir: str, n: int) -> None:
+    """``n`` empty files in /big of a razordav data dir, made through the core directly."""
+    from razordav.core.volume import Volume
+    vol = Volume.open(data_dir, journal_interval=0)
+    try:
+        d = vol.mkdir("/big")
+        with vol.tree.db.write():
+            for i in range(n):
+                vol.tree.mknod(d.ino, f"file-{i:07d}.txt", 0o100644)
+    finally:
+        vol.close()
+
+
+def _fill_plain(root: str, n: int) -> None:
+    os.makedirs(os.path.join(root, "big"), exist_ok=True)
+    for i in range(n):
+        open(os.path.join(root, "big", f"file-{i:07d}.txt"), "wb").close()
+
+
+def _propfind(url: str) -> tuple[float, int]:
+    body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
+    t = time.perf_counter()
+    with requests.request("PROPFIND", url + "/big/", data=body, headers={"Depth": "1"},
+                          stream=True) as r:
+        r.raise_for_status()
+        size = sum(len(c) for c in r.iter_content(1 << 16))
+    return time.perf_counter() - t, size
+
+
+def listing_bench(tmp: str, sizes: list[int], runs: int) -> None:
+    """PROPFIND depth 1 (allprop) of a folder of N empty files: time, bytes, peak RSS."""
+    import statistics
+    load0 = os.getloadavg()
+    rows = []
+    peers = ["razordav", "WsgiDAV fs"] + (["Apache"] if ApacheDAV.available() else [])
+    for n in sizes:
+        for name in peers:
+            d = os.path.join(tmp, f"{name.split()[0]}-{n}")
+            if name == "razordav":
+                _fill_razordav(d, n)
+                srv = RazorServer(d)
+            else:
+                _fill_plain(d, n)
+                srv = StockWsgiDAV(d) if name == "WsgiDAV fs" else ApacheDAV(d)
+            srv.start()
+            try:
+                times, size = [], 0
+                for _ in range(runs):
+                    t, size = _propfind(srv.url)
+                    times.append(t)
+                rss = peak_rss_mb(srv.proc.pid)
+            finally:
+                srv.stop()
+            shutil.rmtree(d, ignore_errors=True)
+            rows.append((n, name, min(times), statistics.median(times), max(times), size, rss))
+    load1 = os.getloadavg()
+    print(f"PROPFIND depth 1 (allprop) of a folder of N empty files, {runs} runs each, "
+          f"{os.cpu_count()} cores" +
+          ("" if "Apache" in peers else "; Apache mod_dav is not installed here") + "\n")
+    print(f"{'N':>7} {'server':11} {'min s':>7} {'median s':>9} {'max s':>7} "
+          f"{'us/entry':>9} {'XML MB':>7} {'peak RSS MB':>12}")
+    for n, name, lo, med, hi, size, rss in rows:
+        print(f"{n:7} {name:11} {lo:7.2f} {med:9.2f} {hi:7.2f} {med / n * 1e6:9.1f} "
+              f"{size / 1e6:7.1f} {rss:12.0f}")
+    print("load average 1/5/15 min: before " + " ".join(f"{x:.2f}" for x in load0)
+          + ", after " + " ".join(f"{x:.2f}" for x in load1))
+
+
 def hammer(url: str, clients: int, seconds: float, auth_for, work) -> dict:
     """``clients`` threads, each with its own session and credentials (``auth_for(n)`` ->
     (requests auth, headers)), calling ``work(session, url, n, i)`` until time is up."""
@@ -283,6 +415,16 @@ def auth_bench(tmp: str, seconds: float) -> None:
           f"{tenant_mix['errors']} 5xx of {tenant_mix['requests']}")
 
 
+def _in_tmp(prefix: str, bench, *args) -> int:
+    """Run ``bench(tmp, *args)`` in a fresh temporary directory, removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        bench(tmp, *args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big-mib", type=int, default=1024)
@@ -291,21 +433,17 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="per --auth measurement")
     ap.add_argument("--small", type=int, metavar="RUNS",
                     help="only the 1 000 small PUTs, RUNS times against each server")
+    ap.add_argument("--listing", type=int, nargs="*", metavar="N",
+                    help="only PROPFIND of folders of N entries (default 10000 100000)")
+    ap.add_argument("--runs", type=int, default=3, help="repetitions for --listing")
     args = ap.parse_args()
+    if args.listing is not None:
+        return _in_tmp("rzd-benchlist-", listing_bench, args.listing or [10_000, 100_000],
+                       args.runs)
     if args.small:
-        tmp = tempfile.mkdtemp(prefix="rzd-benchsmall-")
-        try:
-            small_bench(tmp, args.small)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return 0
+        return _in_tmp("rzd-benchsmall-", small_bench, args.small)
     if args.auth:
-        tmp = tempfile.mkdtemp(prefix="rzd-benchauth-")
-        try:
-            auth_bench(tmp, args.seconds)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return 0
+        return _in_tmp("rzd-benchauth-", auth_bench, args.seconds)
     tmp = tempfile.mkdtemp(prefix="rzd-benchdav-")
     weed = None
     try:

@@ -311,6 +311,11 @@ class Volume:
         a name that cannot exist."""
         return check_name(name)
 
+    def snapshot(self):
+        """A context in which this thread's reads all see one committed state (a listing
+        streamed over many queries, for one)."""
+        return self.tree.db.snapshot()
+
     def sync(self) -> None:
         """Make every change so far durable (fsync of a mount, for one)."""
         self.tree.db.sync()

@@ -27,10 +27,11 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
         auth = {"domain_controller": TrustedDC, "trusted_auth_header": trusted_user_key}
     else:
         auth = {"domain_controller": None}   # anonymous: simple_dc's "*"
+    provider = RazorProvider(volume)
     locks = SqliteLockStorage(lock_db or str(volume.data_dir / LOCK_DB),
                               max_timeout=lock_timeout_max)
     config = {
-        "provider_mapping": {"/": RazorProvider(volume)},
+        "provider_mapping": {"/": provider},
         "lock_storage": locks,
         "property_manager": None,  # dead properties live in the tree, per inode
         "http_authenticator": {**auth, "accept_basic": True, "accept_digest": False,
@@ -47,7 +48,7 @@ def make_app(volume, *, lock_db: str | None = None, verbose: int = 1,
     dav = WsgiDAVApp(config)
     # Faces that send no lock tokens (the mount of ``serve --mount``) honour these locks.
     volume.lock_check = lock_checker(dav.lock_manager)
-    return Edge(AtomicLock(dav, locks), volume)
+    return Edge(AtomicLock(dav, locks), volume, provider)
 
 
 def _patch_wsgidav_destination() -> None:

@@ -78,6 +78,7 @@ from ..core import errors
 from ..web.http import utf8_path
 from ..web.wsgi import bad_path, bad_segments, reply
 from .provider import normalize_path
+from .propfind import streamed_propfind
 
 MAX_BODY = 1 << 20
 MAX_INFINITY_ENTRIES = 10_000
@@ -87,10 +88,11 @@ _FINITE_DEPTH = (b'<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV
 
 
 class Edge:
-    def __init__(self, app, volume):
+    def __init__(self, app, volume, provider=None):
         self.app = app
         self.wsgidav_app = app
         self.volume = volume
+        self.provider = provider
 
     def __call__(self, environ, start_response):
         self.volume.request()   # uploads wait for a pause in requests (upload_delay)
@@ -127,6 +129,11 @@ class Edge:
         _fix_conditionals(environ)
         if method == "PROPFIND":
             _propname_to_name(environ)
+            if self.provider is not None:   # Depth 0/1 streamed, in flat memory
+                streamed = streamed_propfind(self.provider, self.app.config, self.volume,
+                                             environ, start_response)
+                if streamed is not None:
+                    return streamed
         return self.app(environ, start_response)
 
     def _too_deep(self, path: str) -> bool:

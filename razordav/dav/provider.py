@@ -92,6 +92,13 @@ class _Resource:
     def get_last_modified(self):
         return self.attr.mtime // 10**9  # HTTP dates have whole seconds
 
+    def get_ref_url(self):
+        # WsgiDAV asks for it once per property (lock discovery); the path never changes
+        ref = self.__dict__.get("_ref_url")
+        if ref is None:
+            ref = self._ref_url = super().get_ref_url()
+        return ref
+
     def get_display_name(self):
         return util.get_uri_name(self.path)
 
@@ -269,6 +276,21 @@ class FolderResource(_Resource, DAVCollection):
         return [self.provider._resource(f"{base}/{name}", self.environ, attr)
                 for name, attr in self._listing()]
 
+    def member_pages(self, size: int):
+        """The members as resources, ``size`` at a time in name order, each page one query
+        (a streamed PROPFIND holds one page in memory, not the collection)."""
+        base, after = self.path.rstrip("/"), None
+        while True:
+            with _translate():
+                rows = self.vol.readdir(self.attr.ino, after=after, limit=size)
+            if not rows:
+                return
+            yield [self.provider._resource(f"{base}/{name}", self.environ, attr)
+                   for name, attr in rows]
+            if len(rows) < size:
+                return
+            after = self.vol.name_key(rows[-1][0])
+
     def get_member(self, name):
         with _translate():
             try:
@@ -310,7 +332,12 @@ class FileResource(_Resource, DAVNonCollection):
         return self.attr.size
 
     def get_content_type(self):
-        return mimetypes.guess_type(self.path)[0] or "application/octet-stream"
+        # asked several times per PROPFIND entry; guessing parses the name each time
+        kind = self.__dict__.get("_content_type")
+        if kind is None:
+            kind = self._content_type = \
+                mimetypes.guess_type(self.path)[0] or "application/octet-stream"
+        return kind
 
     def get_etag(self):
         return self.attr.etag or None

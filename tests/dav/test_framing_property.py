@@ -113,6 +113,15 @@ def mutate(head: bytes, payload: bytes, chunked: bool, mutation):
     raise AssertionError(kind)
 
 
+def _framed_body(raw: bytes) -> bytes | None:
+    """The body of a request with one Content-Length, as an HTTP/1.1 parser frames it."""
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    lengths = re.findall(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*$", head)
+    if not sep or len(set(lengths)) != 1:
+        return None
+    return rest[:int(lengths[0])]
+
+
 @settings(max_examples=int(os.environ.get("FRAMING_EXAMPLES", 150)), deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["PUT", "PROPPATCH", "MOVE"]), chunked=st.booleans(),
@@ -156,7 +165,11 @@ def test_a_file_changes_only_after_a_2xx_to_a_well_formed_request(srv, kind, chu
     if got != old:
         assert ok, ("changed without a 2xx", status, raw[:300])
     if ok:
-        assert got in (expected, old) and (got == expected or declared is not ...), \
+        # Garbage can move the end of the head (a CRLF inserted there): the request is then
+        # well-formed with the body its framing gives, which is what must be stored.
+        framed = _framed_body(raw) if kind == "PUT" and not chunked else None
+        assert got in (expected, old, framed) and \
+            (got in (expected, framed) or declared is not ...), \
             (status, got[:80], expected[:80], raw[:300])
     else:
         assert got == old, (status, raw[:300])

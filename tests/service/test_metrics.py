@@ -17,7 +17,7 @@ from razordav.dav.app import close_app, make_app
 from razordav.web.server import Server
 from razordav.service import PRINCIPAL_KEY, Principal
 from razordav.service.metrics import Metrics, access_line, audit
-from razordav.store import ObjectStore, RetryingStore, open_store
+from razordav.store import RetryingStore, StoreWrapper, open_store
 
 ALICE = Principal("alice", "acme", "writer")
 TEXT = b"the quick brown fox jumps over the lazy dog\n" * 2000  # ~88 KiB: several blocks
@@ -249,11 +249,12 @@ def test_failed_app_still_counted_as_500(tmp_path):
     assert b'razordav_http_requests_total{method="GET",status="500",tenant=""} 1.0' in body
 
 
-class Flaky(ObjectStore):
+class Flaky(StoreWrapper):
     """A real local store behind a link that drops the first ``failures`` calls."""
 
     def __init__(self, inner, failures):
-        self.inner, self.failures, self.url = inner, failures, inner.url
+        super().__init__(inner)
+        self.failures = failures
 
     def _link(self):
         if self.failures > 0:
@@ -267,18 +268,6 @@ class Flaky(ObjectStore):
     def get(self, key, offset=0, length=None):
         self._link()
         return self.inner.get(key, offset, length)
-
-    def head(self, key):
-        return self.inner.head(key)
-
-    def delete_many(self, keys):
-        return self.inner.delete_many(keys)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
-
-    def copy(self, src, dst, storage_class=None):
-        return self.inner.copy(src, dst, storage_class)
 
 
 def test_store_counts_calls_retries_and_failures(tmp_path):
