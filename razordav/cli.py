@@ -443,7 +443,7 @@ def cmd_fsck(opts: config.Options, args) -> int:
     vol = open_volume(opts, journal_interval=0, takeover=args.takeover)
     try:
         report = fsck(vol, full=args.full, repair=args.repair,
-                      progress=lambda **kw: tqdm(unit="block", disable=None, **kw))
+                      progress=lambda **kw: tqdm(disable=None, **kw))
     finally:
         vol.close()
     for line in report.problems:

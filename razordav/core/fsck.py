@@ -1,10 +1,12 @@
 """fsck: verify a volume against its store, and repair what can be repaired.
 
-Trusts nothing: the tree's invariants (check.py), each block's reference count, that every
+Trusts nothing: the tree's invariants (check.py), each block's reference count, every
+counter (quota usage, figures, pending journal rows) against a full recount, that every
 referenced block is in the store (one listing of ``blocks/``; with ``full``, each object is
 downloaded and verified against its name), and that the store holds no block the metadata
-does not know (orphans). ``repair`` recounts references, uploads again a missing or corrupt
-block when the local cache still has a good copy, and deletes orphans.
+does not know (orphans). ``repair`` recounts references and counters, uploads again a missing
+or corrupt block when the local cache still has a good copy, and deletes orphans. Counters
+alone may be repaired on a live volume (``counters``: one write transaction recounts them).
 
 Runs on a volume opened for it alone (the lease keeps a gateway out meanwhile).
 """
@@ -17,6 +19,7 @@ from .. import store as store_mod
 from . import errors
 from .blocks import block_key
 from .check import check_tree
+from .journal import count_unshipped, unshipped
 
 
 @dataclass
@@ -30,12 +33,21 @@ class Report:
         return not self.problems
 
 
-def fsck(vol, full: bool = False, repair: bool = False, progress=None) -> Report:
-    """Check ``vol``; ``progress`` is a tqdm-like factory ``progress(total=, desc=)``."""
+def fsck(vol, full: bool = False, repair: bool = False, progress=None,
+         counters: bool | None = None) -> Report:
+    """Check ``vol``; ``progress`` is a tqdm-like factory ``progress(total=, desc=)``.
+    ``counters`` (default: ``repair``) recounts wrong counters."""
     report = Report()
+    steps = progress(total=3, desc="metadata") if progress else None
     vol.collect_garbage()                       # ship pending metadata first
     report.problems += check_tree(vol.tree)
+    _step(steps)
     _check_refs(vol, report, repair)
+    _step(steps)
+    _check_counters(vol, report, repair if counters is None else counters)
+    _step(steps)
+    if steps:
+        steps.close()
     known = {name: size for name, size in vol.tree.db.reader().execute(
         "SELECT hash, stored_size FROM blocks")}
     stored = {}
@@ -83,6 +95,24 @@ def _check_refs(vol, report: Report, repair: bool) -> None:
             for name, _refs, count in wrong:
                 w.execute("UPDATE blocks SET refs = ? WHERE hash = ?", (count, name))
         report.repaired.append(f"recounted references of {len(wrong)} blocks")
+
+
+def _check_counters(vol, report: Report, repair: bool) -> None:
+    kept, want = vol.tree.counters(), vol.tree.count()
+    wrong = [f"{k} is {kept[k]}, a recount finds {want[k]}" for k in want if kept[k] != want[k]]
+    for line in wrong:
+        report.problems.append(f"counter {line}")
+    pending, rows = unshipped(vol.tree), count_unshipped(vol.tree)
+    if pending != rows:      # derived from the journal's numbering: reported, not repaired
+        report.problems.append(f"journal: {pending} rows pending by number, {rows} rows found")
+    if wrong and repair:
+        vol.tree.recount()
+        report.repaired.append(f"recounted {len(wrong)} counters")
+
+
+def _step(bar) -> None:
+    if bar:
+        bar.update(1)
 
 
 def _bad(vol, report: Report, name: bytes, what: str, repair: bool) -> None:

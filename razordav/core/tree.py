@@ -3,7 +3,8 @@ file's block list.
 
 Owns: inodes (POSIX attributes), directory entries (hard links allowed for non-directories),
 dead properties, xattrs, the extent map (block index -> block hash, holes are absent rows),
-block reference counts, and the usage counters and limits of a quota (see ``_USAGE_SCHEMA``).
+block reference counts, the usage counters and limits of a quota (``usage``) and the
+volume's figures (``totals``), kept by triggers and recounted only when not known good.
 It never touches block bytes or the object store.
 
 Names are preserved as given but looked up by their NFC form, so ``é`` typed on a Mac (NFD)
@@ -28,10 +29,13 @@ from typing import Iterable, Iterator
 
 from . import errors
 from .db import Database, table
-from .extents import purge_content
+from .extents import COUNT_BLOCKS, purge_content
 
 ROOT = 1
 MAX_NAME_BYTES = 255
+# ``counters()`` and ``count()``: quota usage, figures, block figures.
+COUNTER_NAMES = ("usage_bytes", "usage_files", "inodes", "logical_bytes", "blocks",
+                 "block_raw_bytes", "block_stored_bytes")
 
 table("meta", """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,10 +69,9 @@ CREATE TABLE IF NOT EXISTS xattrs (
 # Usage counters for quotas: one row, kept by triggers in the transaction of each change, so
 # ``usage()`` is O(1) and a quota is enforced where the change commits (parallel writers
 # cannot overshoot). Bytes are the logical sizes of regular files, each inode once (hard
-# links share it); files are all inodes but the root. Not journaled: counters are derived,
-# recomputed by every ``Tree()`` (a restore replays rows with INSERT OR REPLACE, whose
-# implicit delete fires no trigger). The limits are the opener's: ``Tree()`` clears them and
-# ``set_limits`` sets them; NULL is unlimited (NULL comparisons never raise).
+# links share it); files are all inodes but the root. Not journaled: counters are derived
+# (see ``totals`` for when they are recounted). The limits are the opener's: ``Tree()``
+# clears them and ``set_limits`` sets them; NULL is unlimited (NULL comparisons never raise).
 _PROP_BYTES = ("length(CAST({r}.ns AS BLOB)) + length(CAST({r}.name AS BLOB)) "
                "+ length({r}.value)")
 _XATTR_BYTES = "length(CAST({r}.name AS BLOB)) + length({r}.value)"
@@ -107,11 +110,34 @@ BEGIN SELECT RAISE(ABORT, 'quota exceeded: files'); END;
            xattr_new=_XATTR_BYTES.format(r="NEW"), xattr_old=_XATTR_BYTES.format(r="OLD")),
       replicated=False)
 
-_RECOUNT = ("INSERT OR REPLACE INTO usage SELECT 0, "
-            "COALESCE(SUM(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0) "
-            "+ (SELECT COALESCE(SUM(" + _PROP_BYTES.format(r="p") + "), 0) FROM props p) "
-            "+ (SELECT COALESCE(SUM(" + _XATTR_BYTES.format(r="x") + "), 0) FROM xattrs x), "
-            "COUNT(*), NULL, NULL FROM inodes WHERE ino != 1")
+# The volume's figures, kept like ``usage`` by triggers in the transaction of each change:
+# all inodes (the root too) and the sum of their sizes (symlinks count their target), so
+# ``stats()`` is O(1) (the block half is ``block_totals``, extents.py). ``version`` is the
+# validity marker of every counter of the data dir (these, ``usage`` and ``block_totals``):
+# ``COUNTERS_VERSION`` when they are known to match the rows. A data dir written before
+# counters existed has no row (and a restore sets 0 while it replays: INSERT OR REPLACE
+# fires no delete trigger); ``Tree()`` recounts such a data dir once, ``recount()`` does it
+# on demand (fsck --repair).
+COUNTERS_VERSION = 1
+table("totals", """
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0), version INTEGER NOT NULL,
+    inodes INTEGER NOT NULL, logical_bytes INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS totals_inodes_i AFTER INSERT ON inodes
+BEGIN UPDATE totals SET inodes = inodes + 1, logical_bytes = logical_bytes + NEW.size; END;
+CREATE TRIGGER IF NOT EXISTS totals_inodes_d AFTER DELETE ON inodes
+BEGIN UPDATE totals SET inodes = inodes - 1, logical_bytes = logical_bytes - OLD.size; END;
+CREATE TRIGGER IF NOT EXISTS totals_inodes_size AFTER UPDATE OF size ON inodes
+    WHEN NEW.size IS NOT OLD.size
+BEGIN UPDATE totals SET logical_bytes = logical_bytes + NEW.size - OLD.size; END;
+""", replicated=False)
+
+# What the counters must equal: one full scan each.
+_COUNT_USAGE = ("SELECT COALESCE(SUM(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0) "
+                "+ (SELECT COALESCE(SUM(" + _PROP_BYTES.format(r="p") + "), 0) FROM props p) "
+                "+ (SELECT COALESCE(SUM(" + _XATTR_BYTES.format(r="x") + "), 0) FROM xattrs x), "
+                "COUNT(*) FROM inodes WHERE ino != 1")
+_COUNT_TOTALS = "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM inodes"
 
 
 @contextmanager
@@ -189,16 +215,27 @@ class Tree:
         self.db.create_tables()
         c = self.db.reader()
         with self.db.exclusive():
-            c.execute(_RECOUNT)
-            if c.execute("SELECT 1 FROM inodes WHERE ino = ?", (ROOT,)).fetchone() is None:
-                now = time.time_ns()
-                c.execute("BEGIN IMMEDIATE")
-                c.execute("INSERT INTO inodes (ino, mode, uid, gid, nlink, atime, mtime, ctime, "
-                          "btime) VALUES (?, ?, 0, 0, 2, ?, ?, ?, ?)",
-                          (ROOT, st.S_IFDIR | 0o755, now, now, now, now))
-                if block_size:
-                    c.execute("INSERT INTO meta VALUES ('block_size', ?)", (str(block_size),))
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                self._open(c, block_size)
                 c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def _open(self, c, block_size: int | None) -> None:
+        """Create the root of a new tree; recount counters not known to be right (a data
+        dir written before they existed, an interrupted restore); clear the limits."""
+        if c.execute("SELECT 1 FROM inodes WHERE ino = ?", (ROOT,)).fetchone() is None:
+            now = time.time_ns()
+            c.execute("INSERT INTO inodes (ino, mode, uid, gid, nlink, atime, mtime, ctime, "
+                      "btime) VALUES (?, ?, 0, 0, 2, ?, ?, ?, ?)",
+                      (ROOT, st.S_IFDIR | 0o755, now, now, now, now))
+            if block_size:
+                c.execute("INSERT INTO meta VALUES ('block_size', ?)", (str(block_size),))
+        if not self._counters_valid(c):
+            self._recount(c)
+        c.execute("UPDATE usage SET max_bytes = NULL, max_files = NULL")
 
     def close(self) -> None:
         self.db.close()
@@ -210,6 +247,52 @@ class Tree:
     def set_meta(self, key: str, value: str) -> None:
         with self.db.write() as c:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- counters: usage, quota and figures --
+
+    @staticmethod
+    def _counters_valid(c) -> bool:
+        row = c.execute("SELECT version FROM totals").fetchone()
+        return row is not None and row[0] == COUNTERS_VERSION
+
+    @staticmethod
+    def _recount(c) -> None:
+        """Set every counter from a full scan and mark them valid, inside a write
+        transaction. The quota limits stay."""
+        usage = c.execute(_COUNT_USAGE).fetchone()
+        if c.execute("UPDATE usage SET bytes = ?, files = ?", usage).rowcount == 0:
+            c.execute("INSERT INTO usage VALUES (0, ?, ?, NULL, NULL)", usage)
+        c.execute("INSERT OR REPLACE INTO totals VALUES (0, ?, ?, ?)",
+                  (COUNTERS_VERSION, *c.execute(_COUNT_TOTALS).fetchone()))
+        c.execute("INSERT OR REPLACE INTO block_totals VALUES (0, ?, ?, ?)",
+                  c.execute(COUNT_BLOCKS).fetchone())
+
+    def recount(self) -> None:
+        """Recount every counter from the rows (O(volume)): after a restore, and by fsck."""
+        with self.db.write() as c:
+            self._recount(c)
+
+    def invalidate_counters(self) -> None:
+        """Mark the counters unknown: the next ``Tree()`` recounts unless ``recount`` runs
+        first. Inside a change that bypasses the triggers (a restore's replay)."""
+        with self.db.write() as c:
+            c.execute("UPDATE totals SET version = 0")
+
+    def counters(self) -> dict[str, int]:
+        """Every counter as kept (O(1)), read in one transaction."""
+        with self.db.snapshot() as c:
+            u = c.execute("SELECT bytes, files FROM usage").fetchone() or (None, None)
+            t = c.execute("SELECT inodes, logical_bytes FROM totals").fetchone() or (None, None)
+            b = c.execute("SELECT blocks, raw_bytes, stored_bytes FROM block_totals").fetchone() \
+                or (None, None, None)
+        return dict(zip(COUNTER_NAMES, (*u, *t, *b)))
+
+    def count(self) -> dict[str, int]:
+        """What every counter must be, from a full scan of the rows in one transaction."""
+        with self.db.snapshot() as c:
+            values = (*c.execute(_COUNT_USAGE).fetchone(), *c.execute(_COUNT_TOTALS).fetchone(),
+                      *c.execute(COUNT_BLOCKS).fetchone())
+        return dict(zip(COUNTER_NAMES, values))
 
     # -- usage and quota --
 
@@ -625,6 +708,6 @@ class Tree:
                                  f"{MAX_META_PER_INODE} bytes")
 
     def stats(self) -> dict[str, int]:
-        c = self.db.reader()
-        files, used = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM inodes").fetchone()
-        return {"inodes": files, "logical_bytes": used}
+        """Inodes (the root too) and the sum of their sizes, in O(1) (``totals``)."""
+        row = self.db.reader().execute("SELECT inodes, logical_bytes FROM totals").fetchone()
+        return {"inodes": row[0], "logical_bytes": row[1]}

@@ -573,10 +573,11 @@ class Volume:
             found.append(f"metadata: {type(exc).__name__}: {exc}")
         return found + space.full(self.data_dir)   # writes answer 507 until one succeeds
 
-    def fsck(self, full: bool = False, repair: bool = False, progress=None):
+    def fsck(self, full: bool = False, repair: bool = False, progress=None,
+             counters: bool | None = None):
         """Check the metadata against the store (``core.fsck``); a ``Report``."""
         from .fsck import fsck
-        return fsck(self, full=full, repair=repair, progress=progress)
+        return fsck(self, full=full, repair=repair, progress=progress, counters=counters)
 
     def cache_size(self) -> int:
         """The block cache's size limit in bytes."""

@@ -9,9 +9,10 @@
                              takes a write transaction, else 503 (no authentication)
 
 Jobs live in memory: a restart forgets them (the work itself is safe to repeat). fsck here
-only checks: repairing deletes objects the metadata does not know, which on a live volume
-include blocks of uploads in flight, so repairs stay with ``razordav fsck --repair`` on a
-stopped gateway. One job of a kind runs per tenant at a time (409 otherwise).
+repairs only the counters (one recounting transaction, safe while serving); its other
+repairs delete objects the metadata does not know, which on a live volume include blocks
+of uploads in flight, so they stay with ``razordav fsck --repair`` on a stopped gateway.
+One job of a kind runs per tenant at a time (409 otherwise).
 
 Threading: ``Jobs._lock`` guards ``Jobs._jobs`` and each job's fields; it is a leaf lock,
 never held around volume calls. Each job runs in its own daemon thread.
@@ -119,10 +120,10 @@ class Jobs:
                 self.update(job_id, stage="collecting")
                 result = {"blocks_deleted": vol.collect_garbage()}
             else:
-                report = vol.fsck(full=full, repair=False,
+                report = vol.fsck(full=full, repair=False, counters=True,
                                   progress=lambda total, desc: _Progress(self, job_id, total, desc))
                 result = {"clean": report.clean, "problems": report.problems,
-                          "checked_blocks": report.checked_blocks}
+                          "repaired": report.repaired, "checked_blocks": report.checked_blocks}
         except Exception as exc:  # reported in the job; a bug keeps its traceback in the log
             if not isinstance(exc, errors.FsError):
                 log.exception("%s job %s failed", kind, job_id)

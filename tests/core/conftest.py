@@ -25,6 +25,7 @@ def open_volume(tmp_path):
     for vol in opened:
         if not vol._closed:
             assert check_tree(vol.tree) == []
+            assert vol.tree.counters() == vol.tree.count()
             vol.close()
 
 
