@@ -38,6 +38,7 @@ from .xmlsafe import xml_tools
 log = logging.getLogger(__name__)
 
 PAGE = 500          # members read from the metadata at a time
+CHUNK = 64 << 10    # bytes of responses sent together
 _HEAD = b'<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">'
 _TAIL = b"</D:multistatus>"
 
@@ -96,19 +97,30 @@ def _request(environ) -> tuple[str, list[str]] | None:
 
 
 def _document(volume, res, depth: str, mode: str, names: list[str]):
-    yield _HEAD
+    """The body, in pieces of about ``CHUNK`` bytes (a piece is a write to the socket)."""
+    pending, size = [_HEAD], len(_HEAD)
     with volume.snapshot():               # one consistent listing, however long it takes
-        yield _response(res, mode, names)
-        if depth == "1" and res.is_collection:
-            try:
-                for page in res.member_pages(PAGE):
-                    for member in page:
-                        yield _response(member, mode, names)
-            except Exception as exc:       # the status line has gone: say it in the body
-                log.exception("PROPFIND listing of %s failed midway", res.path)
-                yield _element("{DAV:}responsedescription",
-                               f"the listing stopped early: {type(exc).__name__}")
-    yield _TAIL
+        for data in _responses(res, depth, mode, names):
+            pending.append(data)
+            size += len(data)
+            if size >= CHUNK:
+                yield b"".join(pending)
+                pending, size = [], 0
+    pending.append(_TAIL)
+    yield b"".join(pending)
+
+
+def _responses(res, depth: str, mode: str, names: list[str]):
+    yield _response(res, mode, names)
+    if depth == "1" and res.is_collection:
+        try:
+            for page in res.member_pages(PAGE):
+                for member in page:
+                    yield _response(member, mode, names)
+        except Exception as exc:       # the status line has gone: say it in the body
+            log.exception("PROPFIND listing of %s failed midway", res.path)
+            yield _element("{DAV:}responsedescription",
+                           f"the listing stopped early: {type(exc).__name__}")
 
 
 def _response(res, mode: str, names: list[str]) -> bytes:
@@ -138,8 +150,12 @@ def _serialize(href: str, props) -> bytes:
         tag = _qualified(name, prefixes)
         if value is None:
             xml = f"<{tag}/>"
+        elif name == "{DAV:}supportedlock" and name in _CONSTANT:
+            xml = _CONSTANT[name]
         elif xml_tools.is_etree_element(value):
             xml = _xml(value, prefixes)
+            if name == "{DAV:}supportedlock":   # the same for every resource: made once
+                _CONSTANT[name] = xml
         else:
             xml = f"<{tag}>{escape(util.to_unicode_safe(value))}</{tag}>"
         by_status.setdefault(status, []).append(xml)
@@ -153,8 +169,20 @@ def _serialize(href: str, props) -> bytes:
     return "".join(parts).encode("utf-8")
 
 
+_CONSTANT: dict[str, str] = {}
+
+
+_DAV_TAGS: dict[str, str] = {}    # "{DAV:}x" -> "D:x", the common case, made once
+
+
 def _qualified(name: str, prefixes: dict[str, str]) -> str:
     """``{ns}local`` as ``P:local``, adding a prefix for a namespace met first."""
+    tag = _DAV_TAGS.get(name)
+    if tag is not None:
+        return tag
+    if name.startswith("{DAV:}"):
+        tag = _DAV_TAGS[name] = "D:" + name[6:]
+        return tag
     if not name.startswith("{"):
         return name
     ns, local = name[1:].split("}", 1)

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import mimetypes
 import time
+import weakref
 from email.utils import parsedate_to_datetime
 
 from wsgidav import util, xml_tools
@@ -118,6 +119,16 @@ class _Resource:
             return el
         if name in QUOTA_PROPS and not self.is_collection:
             raise DAVError(HTTP_NOT_FOUND)   # RFC 4331 defines them on collections only
+        if name == "{DAV:}supportedlock":
+            # the same for every resource (WsgiDAV builds it anew for each): built once;
+            # nobody changes the element afterwards
+            if self.provider not in _SUPPORTED_LOCK:
+                _SUPPORTED_LOCK[self.provider] = super().get_property_value(name)
+            return _SUPPORTED_LOCK[self.provider]
+        if name in _LIVE:       # WsgiDAV's own formats, without its dispatch per name
+            value = _LIVE[name](self)
+            if value is not None:
+                return value
         if name.startswith("{DAV:}"):
             return super().get_property_value(name)
         ns, local = _split_clark(name)
@@ -231,6 +242,29 @@ class _Resource:
 # davfs2 shows odd figures. The bucket has no limit of its own, so we report a large, round amount that
 # every client parses (64-bit and JavaScript-number safe): 1 PiB.
 UNLIMITED_AVAILABLE = 1 << 50
+
+
+_SUPPORTED_LOCK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_COLLECTION = etree.Element("{DAV:}resourcetype")   # shared: nobody changes it
+etree.SubElement(_COLLECTION, "{DAV:}collection")
+
+
+def _maybe(fn, value):
+    return None if value is None else fn(value)
+
+
+# The simple live properties, formatted as WsgiDAV's get_property_value does (None: let
+# WsgiDAV answer, e.g. 404 for a value the resource does not have). A PROPFIND asks for
+# them for every entry; dispatching here costs a third of WsgiDAV's way.
+_LIVE = {
+    "{DAV:}creationdate": lambda r: _maybe(util.get_rfc3339_time, r.get_creation_date()),
+    "{DAV:}getcontenttype": lambda r: r.get_content_type(),
+    "{DAV:}resourcetype": lambda r: _COLLECTION if r.is_collection else "",
+    "{DAV:}getlastmodified": lambda r: _maybe(util.get_rfc1123_time, r.get_last_modified()),
+    "{DAV:}getcontentlength": lambda r: _maybe(str, r.get_content_length()),
+    "{DAV:}getetag": lambda r: r.get_etag(),
+    "{DAV:}displayname": lambda r: r.get_display_name(),
+}
 
 
 def _split_clark(name: str) -> tuple[str, str]:
