@@ -235,7 +235,11 @@ class Publisher:
             except errors.NotFound:
                 if expect_etag:
                     raise errors.Conflict(f"{name!r} was removed while being written")
-                attr = self.tree.create(parent, name)
+                extents = {i: h for i, h in storer.done.items() if h is not None}
+                ino = self.tree.create_with_content(parent, name, size,
+                                                    content_etag(size, extents), hashes, mtime)
+                self.extents.add_content(ino, extents, storer.new_blocks)
+                return self.tree.getattr(ino)
             return self.publish(attr.ino, size, storer.done, storer, truncate_from=0,
                                 mtime=mtime, expect_etag=expect_etag, hashes=hashes)
 

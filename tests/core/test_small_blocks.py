@@ -209,3 +209,27 @@ def test_deferred_commits_put_small_blocks_in_the_log_before_their_metadata(open
     finally:
         files.close_all()
         vol.cache.pause_uploads(False)
+
+
+def test_a_new_file_is_published_in_few_rows_blocks_before_extents(open_volume):
+    """A PUT of a new file inserts its inode with its content (no second update), and the
+    journal names each block before any extent that uses it: a segment cut before a block
+    still waiting for upload then carries no extent naming it."""
+    vol = open_volume(upload_paused=True)
+    vol.mkdir("/d")
+    (last,) = vol.tree.db.reader().execute("SELECT MAX(seq) FROM journal").fetchone()
+    data = os.urandom(BS) * 2 + b"tail"          # the same block twice, and a short one
+    vol.write_file("/d/f", data)
+    ops = [op for (op,) in vol.tree.db.reader().execute(
+        "SELECT op FROM journal WHERE seq > ? ORDER BY seq", (last,))]
+    tables = [op.split('"')[1] for op in ops]
+    assert tables.count("inodes") == 2            # the new inode, the parent's times
+    first_extent = tables.index("extents")
+    assert tables.count("blocks") == 2 and all(
+        i < first_extent for i, t in enumerate(tables) if t == "blocks")
+    name = names_of(vol, "/d/f")[0]
+    assert vol.extents.block_refs(name) == 2 and vol.read_file("/d/f") == data
+    attr = vol.stat("/d/f")
+    assert attr.size == len(data) and attr.etag
+    vol.write_file("/d/g", data)                 # dedup against committed blocks
+    assert vol.extents.block_refs(name) == 4 and vol.stat("/d/g").etag == attr.etag
