@@ -55,8 +55,8 @@ SMALL_BLOCK = (64 << 10) + HEADER.size
 
 table("cache_blocks", """
 CREATE TABLE IF NOT EXISTS cache_blocks (
-    hash BLOB PRIMARY KEY, t REAL NOT NULL, data BLOB NOT NULL);
-""", replicated=False, snapshot=False)
+    hash BLOB PRIMARY KEY, t REAL NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+""", replicated=False, snapshot=False)   # keyed by hash alone: no second b-tree to write
 
 
 def _is_block_name(name: str) -> bool:
