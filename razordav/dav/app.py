@@ -173,6 +173,25 @@ def _patch_wsgidav_success_pages() -> None:
 _patch_wsgidav_success_pages()
 
 
+def _patch_wsgidav_dir_browser() -> None:
+    """WsgiDAV's directory browser looked the request's path up for every method, a PUT
+    included, though it answers only a GET or HEAD of a collection: other methods now go
+    straight on (the request server looks the path up itself)."""
+    from wsgidav.dir_browser._dir_browser import WsgiDavDirBrowser
+
+    browse = WsgiDavDirBrowser.__call__
+
+    def call(self, environ, start_response):
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            return self.next_app(environ, start_response)
+        return browse(self, environ, start_response)
+
+    WsgiDavDirBrowser.__call__ = call
+
+
+_patch_wsgidav_dir_browser()
+
+
 def close_app(app) -> None:
     """Commit and close what the app keeps on disk (the lock table)."""
     lock_manager = app.wsgidav_app.lock_manager
