@@ -129,6 +129,7 @@ class BlockCache:
         # Commits survive a crash of the process at once; ``flush_index`` flushes them.
         self._index.conn.execute("PRAGMA synchronous = NORMAL")
         self._unsynced: set[str] = set()   # block files written without fsync
+        self._index_changed = False        # index rows written since the last ``sync``
         self._shards: set[str] = set()     # block subdirectories known to exist on disk
         self._unindexed: list[str] = []    # block files without an index row (``adopt``)
         self._load()
@@ -240,10 +241,12 @@ class BlockCache:
                 self._queue.remove(hexname)
             except ValueError:
                 pass
-        if entry.in_db:
+        if entry.in_db:   # never has an index row
             self.db_blocks -= 1
             self.db_bytes -= entry.size
-        self._index.pop(hexname, None)
+        else:
+            self._index.pop(hexname, None)
+            self._index_changed = True
         return entry
 
     # -- writing --
@@ -282,6 +285,7 @@ class BlockCache:
             self._add(hexname, entry)
             if not in_db:
                 self._index[hexname] = entry.to_json()
+                self._index_changed = True
             self._queue.append(hexname)
             self._last_change = time.monotonic()
             # With a delay, the uploaders need waking only to start their timed wait, or
@@ -327,8 +331,11 @@ class BlockCache:
         """Queue the index commit of every ``put_dirty`` so far, without waiting for it
         (sqlitedict's thread costs two thread switches per small file). The promise of
         ``put_dirty`` does not depend on it: ``adopt`` finds a block whose row was lost by
-        the metadata that names it."""
-        self._index.commit(blocking=False)
+        the metadata that names it. Nothing to commit (blocks held in the database have no
+        index rows): no commit, and no wake-up of sqlitedict's thread."""
+        if self._index_changed:
+            self._index_changed = False
+            self._index.commit(blocking=False)
 
     def make_durable(self) -> None:
         """Flush to disk the block files ``put_dirty(durable=False)`` left in memory. The
@@ -507,6 +514,7 @@ class BlockCache:
                         entry.plain = is_raw(data)   # just verified by decode
                         self._add(hexname, entry)
                         self._index[hexname] = entry.to_json()
+                        self._index_changed = True
             self._remember(hexname, raw)
             self._evict()
             return raw
@@ -682,6 +690,7 @@ class BlockCache:
                     self.db_bytes -= entry.size
                 if not entry.in_db:
                     self._index[hexname] = entry.to_json()
+                    self._index_changed = True
             self.stats["uploads"] += 1
             self.stats["uploaded_bytes"] += len(data)
             self.last_error = None
