@@ -26,9 +26,11 @@ Lock order: ``_lock`` guards ``_entries``, ``_queue``, ``_inflight``, the byte c
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,8 +44,19 @@ from ..fsutil import fsync_path
 from .lease import LeaseLapsed, LeaseLost
 from . import errors, space
 from .blocks import HEADER, BlockCodec, block_key, is_raw
+from .db import Database, table
 
 log = logging.getLogger(__name__)
+
+# Blocks stored this small (or smaller) wait for upload in the metadata database, not in
+# files: their commit rides in the log ahead of the commit that names them, so one flush of
+# the log makes both durable (a file costs a create, an fsync and a directory fsync).
+SMALL_BLOCK = (64 << 10) + HEADER.size
+
+table("cache_blocks", """
+CREATE TABLE IF NOT EXISTS cache_blocks (
+    hash BLOB PRIMARY KEY, t REAL NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+""", replicated=False, snapshot=False)   # keyed by hash alone: no second b-tree to write
 
 
 def _is_block_name(name: str) -> bool:
@@ -54,13 +67,15 @@ def _is_block_name(name: str) -> bool:
 
 
 class _Entry:
-    __slots__ = ("size", "dirty", "t", "plain")
+    __slots__ = ("size", "dirty", "t", "plain", "in_db")
 
-    def __init__(self, size: int, dirty: bool, t: float):
+    def __init__(self, size: int, dirty: bool, t: float, in_db: bool = False):
         self.size, self.dirty, self.t = size, dirty, t
         # The file is stored raw and was verified (or written) by this process: a range of
         # it can be read straight from the file. Not persisted: a restart verifies again.
         self.plain = False
+        # Held in ``cache_blocks`` (the metadata database), not in a file.
+        self.in_db = in_db
 
     def to_json(self) -> dict:
         return {"size": self.size, "dirty": self.dirty, "t": self.t}
@@ -71,8 +86,14 @@ class BlockCache:
                  codec: BlockCodec, max_bytes: int = 10 << 30, dirty_limit: int | None = None,
                  uploaders: int = 8, downloaders: int = 4, hot_blocks: int = 8,
                  upload_paused: bool = False, upload_delay: float = 0.0,
-                 upload_delay_max: float = 30.0):
+                 upload_delay_max: float = 30.0, db: Database | None = None,
+                 small_block: int = SMALL_BLOCK):
         self.dir = Path(directory)
+        # Where blocks up to ``small_block`` bytes (as stored) wait for upload; None: files.
+        self.db = db
+        self.small_block = small_block if db is not None else 0
+        if db is not None:
+            db.create_tables()
         (self.dir / "blocks").mkdir(parents=True, exist_ok=True)
         self.store = store
         self.codec = codec
@@ -88,6 +109,8 @@ class BlockCache:
         self._hot_max = hot_blocks
         self.total_bytes = 0
         self.dirty_bytes = 0
+        self.db_blocks = 0           # entries held in ``cache_blocks``, and their bytes
+        self.db_bytes = 0
         self.stats = collections.Counter()
         self.last_error: str | None = None
         self.last_error_time: float | None = None
@@ -106,6 +129,7 @@ class BlockCache:
         # Commits survive a crash of the process at once; ``flush_index`` flushes them.
         self._index.conn.execute("PRAGMA synchronous = NORMAL")
         self._unsynced: set[str] = set()   # block files written without fsync
+        self._index_changed = False        # index rows written since the last ``sync``
         self._shards: set[str] = set()     # block subdirectories known to exist on disk
         self._unindexed: list[str] = []    # block files without an index row (``adopt``)
         self._load()
@@ -121,24 +145,34 @@ class BlockCache:
     # -- start-up --
 
     def _load(self) -> None:
-        """Rebuild the LRU and the upload queue from the index; drop files it does not know."""
-        items = sorted(self._index.items(), key=lambda kv: kv[1]["t"])
-        for hexname, e in items:
-            if not self._path(hexname).exists():
+        """Rebuild the LRU and the upload queue from the blocks held in the database (all
+        of them dirty: whether one was uploaded is not recorded, at worst it goes twice) and
+        the index; drop files neither knows."""
+        found = {}
+        if self.db is not None:
+            for name, t, size in self.db.reader().execute(
+                    "SELECT hash, t, length(data) FROM cache_blocks"):
+                found[name.hex()] = _Entry(size, True, t, in_db=True)
+        for hexname, e in self._index.items():
+            if hexname in found:     # a move to a file was cut short: the row is the copy
+                del self._index[hexname]
+            elif not self._path(hexname).exists():
                 if e["dirty"]:
                     log.error("dirty block %s is missing from the cache directory", hexname)
                 del self._index[hexname]
-                continue
-            entry = _Entry(e["size"], e["dirty"], e["t"])
-            self._entries[hexname] = entry
-            self.total_bytes += entry.size
+            else:
+                found[hexname] = _Entry(e["size"], e["dirty"], e["t"])
+        for hexname, entry in sorted(found.items(), key=lambda kv: kv[1].t):
+            self._add(hexname, entry)
             if entry.dirty:
-                self.dirty_bytes += entry.size
                 self._queue.append(hexname)
         for sub in (self.dir / "blocks").iterdir():
             self._shards.add(sub.name)
             for f in sub.iterdir():
-                if f.name in self._entries:
+                entry = self._entries.get(f.name)
+                if entry is not None:
+                    if entry.in_db:
+                        f.unlink(missing_ok=True)    # the file of an unfinished move
                     continue
                 if _is_block_name(f.name):
                     self._unindexed.append(f.name)   # ``adopt`` decides
@@ -171,9 +205,7 @@ class BlockCache:
                 path.unlink(missing_ok=True)
                 continue
             entry = _Entry(len(data), True, time.time())
-            self._entries[hexname] = entry
-            self.total_bytes += entry.size
-            self.dirty_bytes += entry.size
+            self._add(hexname, entry)
             self._index[hexname] = entry.to_json()
             self._queue.append(hexname)
             kept += 1
@@ -186,14 +218,50 @@ class BlockCache:
     def _path(self, hexname: str) -> Path:
         return self.dir / "blocks" / hexname[:2] / hexname
 
+    def _add(self, hexname: str, entry: _Entry) -> None:
+        """Count a new entry in (caller holds ``_lock``, or is ``__init__``)."""
+        self._entries[hexname] = entry
+        self.total_bytes += entry.size
+        if entry.dirty:
+            self.dirty_bytes += entry.size
+        if entry.in_db:
+            self.db_blocks += 1
+            self.db_bytes += entry.size
+
+    def _forget(self, hexname: str) -> _Entry | None:
+        """Take an entry out (caller holds ``_lock``); its bytes are the caller's to remove."""
+        entry = self._entries.pop(hexname, None)
+        self._hot.pop(hexname, None)
+        if entry is None:
+            return None
+        self.total_bytes -= entry.size
+        if entry.dirty:
+            self.dirty_bytes -= entry.size
+            try:
+                self._queue.remove(hexname)
+            except ValueError:
+                pass
+        if entry.in_db:   # never has an index row
+            self.db_blocks -= 1
+            self.db_bytes -= entry.size
+        else:
+            self._index.pop(hexname, None)
+            self._index_changed = True
+        return entry
+
     # -- writing --
 
     def put_dirty(self, name: bytes, data: bytes | tuple, durable: bool = True) -> None:
         """Store a new block (the stored object, or its pieces: header, payload) on local
-        disk and queue it for upload: fsynced, or, with ``durable`` false, only written
-        (safe from a crash of the process; the disk gets it at ``make_durable``). Raises
-        ``NoSpace`` when the blocks not yet uploaded would pass the dirty limit. The index
-        entry is kept only after ``sync()``.
+        disk and queue it for upload: flushed to disk, or, with ``durable`` false, only
+        written (safe from a crash of the process; the disk gets it before the next
+        durable commit of the database, or at its ``sync``). Raises ``NoSpace`` when the
+        blocks not yet uploaded would pass the dirty limit.
+
+        A block up to ``small_block`` bytes goes into ``cache_blocks`` in its own commit
+        (deferred unless ``durable``): the database's log keeps commits in order, so it is
+        on disk before any later commit is. A bigger one goes into a file (made durable by
+        ``make_durable`` when not ``durable``), whose index entry is kept after ``sync()``.
         """
         hexname = name.hex()
         parts = data if isinstance(data, tuple) else (data,)
@@ -202,18 +270,22 @@ class BlockCache:
             if hexname in self._entries:
                 return
             self._wait_for_room(size)
-        self._write_file(hexname, parts, fsync=durable)
+        in_db, t = size <= self.small_block, time.time()
+        if in_db:
+            self._insert_row(name, b"".join(parts), t, durable)
+        else:
+            self._write_file(hexname, parts, fsync=durable)
         with self._lock:
-            if not durable:
+            if not durable and not in_db:
                 self._unsynced.add(hexname)
             if hexname in self._entries:
                 return
-            entry = _Entry(size, True, time.time())
+            entry = _Entry(size, True, t, in_db)
             entry.plain = is_raw(parts[0])   # our own encoding of bytes hashed here
-            self._entries[hexname] = entry
-            self.total_bytes += entry.size
-            self.dirty_bytes += entry.size
-            self._index[hexname] = entry.to_json()
+            self._add(hexname, entry)
+            if not in_db:
+                self._index[hexname] = entry.to_json()
+                self._index_changed = True
             self._queue.append(hexname)
             self._last_change = time.monotonic()
             # With a delay, the uploaders need waking only to start their timed wait, or
@@ -222,6 +294,24 @@ class BlockCache:
                     or self.dirty_bytes * 2 >= self.dirty_limit):
                 self._wake.notify()
         self._evict()
+
+    def _insert_row(self, name: bytes, data: bytes, t: float, durable: bool) -> None:
+        with (contextlib.nullcontext() if durable else self.db.deferred_sync()), \
+                self.db.write() as c:
+            c.execute("INSERT OR IGNORE INTO cache_blocks VALUES (?, ?, ?)", (name, t, data))
+
+    def _delete_rows(self, hexnames: list[str]) -> None:
+        """Delete blocks from ``cache_blocks`` in one deferred commit (a row a power loss
+        brings back is dropped or uploaded again at the next start)."""
+        if not hexnames:
+            return
+        try:
+            with self.db.deferred_sync(), self.db.write() as c:
+                c.executemany("DELETE FROM cache_blocks WHERE hash = ?",
+                              [(bytes.fromhex(h),) for h in hexnames])
+        except (errors.FsError, sqlite3.Error) as exc:   # the lease, a full disk
+            log.warning("could not drop %d blocks from the database, the next start "
+                        "will: %s", len(hexnames), exc)
 
     def _wait_for_room(self, size: int) -> None:
         """Backpressure: while the store works, wait for uploads to make room under the dirty
@@ -241,8 +331,11 @@ class BlockCache:
         """Queue the index commit of every ``put_dirty`` so far, without waiting for it
         (sqlitedict's thread costs two thread switches per small file). The promise of
         ``put_dirty`` does not depend on it: ``adopt`` finds a block whose row was lost by
-        the metadata that names it."""
-        self._index.commit(blocking=False)
+        the metadata that names it. Nothing to commit (blocks held in the database have no
+        index rows): no commit, and no wake-up of sqlitedict's thread."""
+        if self._index_changed:
+            self._index_changed = False
+            self._index.commit(blocking=False)
 
     def make_durable(self) -> None:
         """Flush to disk the block files ``put_dirty(durable=False)`` left in memory. The
@@ -279,7 +372,8 @@ class BlockCache:
         with self._lock:
             self._shards.add(path.parent.name)
 
-    def _write_file(self, hexname: str, parts: tuple, fsync: bool) -> None:
+    def _write_file(self, hexname: str, parts: tuple, fsync: bool,
+                    sync_dir: bool = True) -> None:
         path = self._path(hexname)
         self._shard(path)
         tmp = path.with_name(f"{hexname}.tmp{threading.get_ident()}")
@@ -294,7 +388,7 @@ class BlockCache:
         except BaseException:
             tmp.unlink(missing_ok=True)   # never a half-written block behind
             raise
-        if fsync:
+        if fsync and sync_dir:
             fsync_path(path.parent)
 
     # -- reading --
@@ -331,7 +425,7 @@ class BlockCache:
         with self._lock:
             raw = self._hot.get(hexname)
             entry = self._entries.get(hexname)
-            plain = raw is None and entry is not None and entry.plain
+            plain = raw is None and entry is not None and entry.plain and not entry.in_db
             if plain:
                 self._entries.move_to_end(hexname)
         if plain:
@@ -345,10 +439,29 @@ class BlockCache:
                 pass   # evicted meanwhile: the usual way
         return self.get(name)[offset:offset + length]
 
+    def _stored(self, hexname: str, entry: _Entry) -> bytes:
+        """A cached block as stored, from its row or its file (a block moved out of the
+        database meanwhile is in its file). Raises ``FileNotFoundError`` when neither has it."""
+        if entry.in_db:
+            row = self.db.reader().execute("SELECT data FROM cache_blocks WHERE hash = ?",
+                                           (bytes.fromhex(hexname),)).fetchone()
+            if row is not None:
+                return row[0]
+        return self._path(hexname).read_bytes()
+
+    def stored_copy(self, name: bytes) -> bytes | None:
+        """The cached copy of a block as stored (not verified), or None."""
+        with self._lock:
+            entry = self._entries.get(name.hex())
+        try:
+            return None if entry is None else self._stored(name.hex(), entry)
+        except OSError:
+            return None
+
     def _read_cached(self, name: bytes, entry: _Entry) -> bytes | None:
         hexname = name.hex()
         try:
-            data = self._path(hexname).read_bytes()
+            data = self._stored(hexname, entry)
             raw = self.codec.decode(data, name)
             entry.plain = is_raw(data)
             return raw
@@ -399,9 +512,9 @@ class BlockCache:
                     if hexname not in self._entries:
                         entry = _Entry(len(data), False, time.time())
                         entry.plain = is_raw(data)   # just verified by decode
-                        self._entries[hexname] = entry
-                        self.total_bytes += entry.size
+                        self._add(hexname, entry)
                         self._index[hexname] = entry.to_json()
+                        self._index_changed = True
             self._remember(hexname, raw)
             self._evict()
             return raw
@@ -429,47 +542,47 @@ class BlockCache:
         with self._lock:
             if self.total_bytes <= self.max_bytes:
                 return
+            excess = self.total_bytes - self.max_bytes
             for hexname, entry in self._entries.items():
-                if self.total_bytes <= self.max_bytes:
+                if excess <= 0:
                     break
                 if entry.dirty or hexname in self._inflight:
                     continue
-                victims.append(hexname)
-                self.total_bytes -= entry.size
-            for hexname in victims:
-                del self._entries[hexname]
-                self._hot.pop(hexname, None)
-                self._index.pop(hexname, None)
+                victims.append((hexname, entry))
+                excess -= entry.size
+            for hexname, _entry in victims:
+                self._forget(hexname)
                 self.stats["evictions"] += 1
         if victims:   # their clean marks on disk first: a crash cannot call them dirty
             self.flush_index()
-        for hexname in victims:
-            self._path(hexname).unlink(missing_ok=True)
+        self._remove(victims)
+
+    def _remove(self, gone: list[tuple[str, _Entry]]) -> None:
+        """Delete the bytes of entries taken out: rows in one commit, files one by one."""
+        if self.db is not None:
+            self._delete_rows([h for h, e in gone if e.in_db])
+        for hexname, entry in gone:
+            if not entry.in_db:
+                self._path(hexname).unlink(missing_ok=True)
 
     def _drop(self, hexname: str) -> None:
         with self._lock:
-            entry = self._entries.pop(hexname, None)
-            self._hot.pop(hexname, None)
-            if entry is None:
-                return
-            self.total_bytes -= entry.size
-            if entry.dirty:
-                self.dirty_bytes -= entry.size
-                try:
-                    self._queue.remove(hexname)
-                except ValueError:
-                    pass
-            self._index.pop(hexname, None)
-        self._path(hexname).unlink(missing_ok=True)
+            entry = self._forget(hexname)
+        if entry is not None:
+            self._remove([(hexname, entry)])
 
     def discard(self, names: list[bytes]) -> None:
         """Forget blocks no metadata refers to any more (dirty ones are never uploaded)."""
+        gone = []
         for name in names:
             hexname = name.hex()
             with self._lock:
                 while hexname in self._uploading:
                     self._wake.wait(0.1)
-            self._drop(hexname)
+                entry = self._forget(hexname)
+            if entry is not None:
+                gone.append((hexname, entry))
+        self._remove(gone)
 
     def names(self) -> list[bytes]:
         with self._lock:
@@ -536,11 +649,21 @@ class BlockCache:
         return max(0.0, min(quiet, oldest))
 
     def _upload(self, hexname: str) -> bool:
-        """Upload one dirty block; False if the store failed and the block is queued again."""
-        try:
-            data = self._path(hexname).read_bytes()
-        except FileNotFoundError:
+        """Upload one dirty block; False if the store failed and the block is queued again.
+        A block held in the database then moves to a file."""
+        with self._lock:
+            entry = self._entries.get(hexname)
+        if entry is None:
             return True  # dropped meanwhile
+        try:
+            data = self._stored(hexname, entry)
+        except FileNotFoundError:
+            with self._lock:
+                lost = self._entries.get(hexname) is entry
+            if lost:   # a deferred commit that was rolled back: nothing names it
+                log.error("dirty block %s has no bytes in the cache; dropped", hexname[:16])
+                self._drop(hexname)
+            return True
         try:
             self.store.put(block_key(bytes.fromhex(hexname)), data)
         except Exception as exc:  # any failure: keep the block queued, never lose it
@@ -555,17 +678,40 @@ class BlockCache:
             else:
                 log.warning("upload of block %s failed, will retry: %s", hexname[:16], exc)
             return False
+        moved = entry.in_db and self._to_file(hexname, data)
         with self._lock:
             entry = self._entries.get(hexname)
             if entry is not None and entry.dirty:
                 entry.dirty = False
                 self.dirty_bytes -= entry.size
-                self._index[hexname] = entry.to_json()
+                if moved and entry.in_db:
+                    entry.in_db = False
+                    self.db_blocks -= 1
+                    self.db_bytes -= entry.size
+                if not entry.in_db:
+                    self._index[hexname] = entry.to_json()
+                    self._index_changed = True
             self.stats["uploads"] += 1
             self.stats["uploaded_bytes"] += len(data)
             self.last_error = None
             self._wake.notify_all()
+        if moved:
+            self._delete_rows([hexname])
+            if entry is None:   # dropped while it moved: no file without an entry
+                self._path(hexname).unlink(missing_ok=True)
         return True
+
+    def _to_file(self, hexname: str, data: bytes) -> bool:
+        """Copy an uploaded block from the database into its file, so that the database
+        holds only what waits for upload. The file is fsynced before its row goes: after a
+        power loss the row or a whole file is there (or no file: the store has the block).
+        On failure the block stays in the database, clean, until evicted."""
+        try:
+            self._write_file(hexname, (data,), fsync=True, sync_dir=False)
+            return True
+        except (OSError, errors.FsError) as exc:
+            log.warning("block %s stays in the database: %s", hexname[:16], exc)
+            return False
 
     def _note_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -611,6 +757,7 @@ class BlockCache:
             return {
                 "cache_bytes": self.total_bytes, "cache_limit": self.max_bytes,
                 "dirty_bytes": self.dirty_bytes, "dirty_limit": self.dirty_limit,
+                "cache_db_blocks": self.db_blocks, "cache_db_bytes": self.db_bytes,
                 "upload_queue": len(self._queue) + len(self._uploading),
                 "upload_oldest_age": None if oldest is None else max(0.0, time.time() - oldest),
                 "hit_rate": hits / (hits + misses) if hits + misses else None,

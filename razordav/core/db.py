@@ -29,6 +29,10 @@ from . import errors, space
 from ..fsutil import fsync_path
 
 CHECKPOINT_BYTES = 16 << 20   # log size past which a durable commit checkpoints
+# Log size past which a deferred commit is made durable (and so may checkpoint): the block
+# cache keeps small blocks in the log too, and a long run of deferred commits must not grow
+# it without bound.
+DEFERRED_LOG_MAX = 4 * CHECKPOINT_BYTES
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Table:
     keys: tuple[str, ...] = ()
     blobs: tuple[str, ...] = ()
     replicated: bool = True
+    snapshot: bool = True       # a snapshot carries its rows (False: private to this data dir)
 
 
 # Every table any module declared, in declaration order: the schema of every volume's
@@ -49,9 +54,11 @@ class Table:
 TABLES: dict[str, Table] = {}
 
 
-def table(name: str, ddl: str, columns=(), keys=(), blobs=(), replicated=True) -> Table:
-    """Declare a table (at import time of the module that owns it)."""
-    t = Table(name, ddl, tuple(columns), tuple(keys), tuple(blobs), replicated)
+def table(name: str, ddl: str, columns=(), keys=(), blobs=(), replicated=True,
+          snapshot=True) -> Table:
+    """Declare a table (at import time of the module that owns it). ``snapshot``: whether
+    the metadata snapshots in the bucket carry its rows."""
+    t = Table(name, ddl, tuple(columns), tuple(keys), tuple(blobs), replicated, snapshot)
     if TABLES.get(name, t) != t:
         raise ValueError(f"table {name} is declared twice, differently")
     TABLES[name] = t
@@ -64,7 +71,7 @@ def replicated() -> dict[str, Table]:
 
 table("journal", """
 CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL);
-""", replicated=False)
+""", replicated=False, snapshot=False)
 table("shipper", """
 CREATE TABLE IF NOT EXISTS shipper (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """, replicated=False)
@@ -171,7 +178,7 @@ class Database:
             if c.in_transaction:  # nested: the outer transaction commits
                 yield c
                 return
-            deferred = self.deferred
+            deferred = self.deferred and not self._log_too_long()
             if deferred:
                 c.execute("PRAGMA synchronous = NORMAL")
             try:
@@ -198,6 +205,12 @@ class Database:
         inside, and none starts."""
         with self._lock:
             yield
+
+    def _log_too_long(self) -> bool:
+        try:
+            return os.path.getsize(self.path + "-wal") > DEFERRED_LOG_MAX
+        except OSError:
+            return False
 
     @property
     def deferred(self) -> bool:

@@ -10,6 +10,7 @@ Threading: as ``Database``: any thread; changes in one write transaction each.
 
 from __future__ import annotations
 
+import collections
 import stat as st
 import time
 from typing import TYPE_CHECKING, Iterable
@@ -117,6 +118,28 @@ class Extents:
             c.execute("UPDATE inodes SET size = ?, etag = ?, hashes = ?, mtime = ?, ctime = ? "
                       "WHERE ino = ?", (size, etag, hashes, mtime, now, ino))
         return self.tree.getattr(ino)
+
+    def add_content(self, ino: int, extents: dict[int, bytes],
+                    blocks: Iterable[tuple[bytes, int, int]] = ()) -> None:
+        """The extents of a file that has none yet (just created), inside the caller's write
+        transaction: one insert per extent, one per block (``blocks`` new to the volume,
+        as for ``set_content``, come in with their references)."""
+        sizes = {digest: (raw, stored) for digest, raw, stored in blocks}
+        uses = collections.Counter(extents.values())
+        with self.db.write() as c:
+            # Blocks first: the journal ships a prefix of rows that stops before a block
+            # still waiting for upload, so no extent may come before its block's row.
+            for digest, n in uses.items():
+                if digest in sizes:   # another writer may have committed it meanwhile
+                    c.execute("INSERT INTO blocks VALUES (?, ?, ?, ?) ON CONFLICT (hash) "
+                              "DO UPDATE SET refs = refs + excluded.refs",
+                              (digest, n, *sizes[digest]))
+                else:
+                    c.execute("UPDATE blocks SET refs = refs + ? WHERE hash = ?", (n, digest))
+            for digest in sizes.keys() - uses.keys():   # stored, then not used: garbage
+                self.add_block(c, digest, *sizes[digest])
+            c.executemany("INSERT INTO extents VALUES (?, ?, ?)",
+                          [(ino, idx, digest) for idx, digest in extents.items()])
 
     def copy_content(self, src: int, dst: int) -> Attr:
         """Make ``dst`` share ``src``'s blocks (O(blocks) rows, no data copied)."""

@@ -126,11 +126,12 @@ def _bad(vol, report: Report, name: bytes, what: str, repair: bool) -> None:
     report.problems.append(f"block {name.hex()[:16]} {what}; used by {', '.join(files) or '-'}")
     if not repair:
         return
-    path = vol.cache._path(name.hex())
+    data = vol.cache.stored_copy(name)
     try:
-        data = path.read_bytes()
+        if data is None:
+            return                              # not cached: nothing to upload again
         vol.codec.decode(data, name)
-    except (OSError, errors.Corrupt):
+    except errors.Corrupt:
         return                                  # no good copy anywhere: reported, not fixed
     try:
         vol.store.put(block_key(name), data)

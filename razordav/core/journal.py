@@ -355,7 +355,10 @@ class Shipper:
                     src.close()
             seq = dst.execute("SELECT value FROM shipper WHERE key = 'shipped'").fetchone()
             seq = seq[0] if seq else 0
-            dst.execute("DELETE FROM journal")
+            present = {r[0] for r in dst.execute("SELECT name FROM sqlite_master")}
+            for t in db_mod.TABLES.values():   # rows private to this data dir stay here
+                if not t.snapshot and t.name in present:
+                    dst.execute(f"DELETE FROM {t.name}")
             dst.commit()
             dst.execute("VACUUM")
             dst.close()

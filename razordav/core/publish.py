@@ -112,7 +112,10 @@ class BlockStorer:
         if len(raw) <= INLINE_BLOCK:
             fut = Future()
             try:
-                fut.set_result(self._store(raw))
+                # Not flushed here: the commit that publishes it follows in this thread,
+                # and the cache puts the block on disk before that commit (its row earlier
+                # in the database's log, or its file by the ``before_durable`` hook).
+                fut.set_result(self._store(raw, durable=False))
             except BaseException as exc:
                 fut.set_exception(exc)
             self.pending.append((idx, fut))
@@ -128,7 +131,7 @@ class BlockStorer:
         self.pending.append((idx, fut))
         self._reap(block=False)
 
-    def _store(self, raw: bytes) -> tuple[bytes, tuple | None]:
+    def _store(self, raw: bytes, durable: bool = True) -> tuple[bytes, tuple | None]:
         pub = self.pub
         name = digest(raw)
         pub.pins.pin([name])
@@ -136,7 +139,7 @@ class BlockStorer:
             if pub.extents.block_refs_row(name):
                 return name, None  # stored before: dedup
             enc = pub.codec.encode(raw, self.hint, name)
-            pub.cache.put_dirty(name, enc.parts, durable=self.durable)
+            pub.cache.put_dirty(name, enc.parts, durable=self.durable and durable)
             return name, (name, enc.raw_size, enc.size)
         except BaseException:
             pub.pins.unpin([name])
@@ -232,7 +235,11 @@ class Publisher:
             except errors.NotFound:
                 if expect_etag:
                     raise errors.Conflict(f"{name!r} was removed while being written")
-                attr = self.tree.create(parent, name)
+                extents = {i: h for i, h in storer.done.items() if h is not None}
+                ino = self.tree.create_with_content(parent, name, size,
+                                                    content_etag(size, extents), hashes, mtime)
+                self.extents.add_content(ino, extents, storer.new_blocks)
+                return self.tree.getattr(ino)
             return self.publish(attr.ino, size, storer.done, storer, truncate_from=0,
                                 mtime=mtime, expect_etag=expect_etag, hashes=hashes)
 

@@ -395,9 +395,26 @@ class Tree:
     def mknod(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0,
               rdev: int = 0, target: bytes | None = None, now: int | None = None) -> Attr:
         """Create an inode of any type (``mode`` includes the S_IF* bits) under ``parent``."""
+        return self.getattr(self._insert(parent, name, mode, uid, gid, rdev, target, now))
+
+    def create_with_content(self, parent: int, name: str, size: int, etag: str,
+                            hashes: str = "", mtime: int | None = None,
+                            mode: int = 0o644) -> int:
+        """Create a regular file that already has its size, content etag and times (its
+        extents are the caller's, in the same transaction); return its inode. One insert
+        where ``create`` and a content update would take two rows and two journal rows."""
+        return self._insert(parent, name, st.S_IFREG | (mode & 0o7777), size=size,
+                            etag=etag, hashes=hashes, mtime=mtime)
+
+    def _insert(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0,
+                rdev: int = 0, target: bytes | None = None, now: int | None = None, *,
+                size: int | None = None, etag: str = "", hashes: str = "",
+                mtime: int | None = None) -> int:
         key = check_name(name)
         now = now or time.time_ns()
         is_dir = st.S_ISDIR(mode)
+        if size is None:
+            size = len(target) if target else 0
         with self.db.write() as c:
             self._check_dir(c, parent)
             if c.execute("SELECT 1 FROM dentries WHERE parent = ? AND key = ?",
@@ -405,12 +422,12 @@ class Tree:
                 raise errors.Exists(f"{name!r} exists")
             ino = c.execute(
                 "INSERT INTO inodes (mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, "
-                "btime, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (mode, uid, gid, 2 if is_dir else 1, len(target) if target else 0, rdev,
-                 now, now, now, now, target)).lastrowid
+                "btime, target, etag, hashes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (mode, uid, gid, 2 if is_dir else 1, size, rdev, now, mtime or now, now, now,
+                 target, etag, hashes)).lastrowid
             c.execute("INSERT INTO dentries VALUES (?, ?, ?, ?)", (parent, key, name, ino))
             self._touch_dir(c, parent, now, nlink_delta=1 if is_dir else 0)
-        return self.getattr(ino)
+        return ino
 
     def mkdir(self, parent: int, name: str, mode: int = 0o755, **kw) -> Attr:
         return self.mknod(parent, name, st.S_IFDIR | (mode & 0o7777), **kw)

@@ -28,7 +28,7 @@ from pathlib import Path
 from .. import store as store_mod
 from . import errors, space
 from .blocks import BlockCodec, block_key
-from .cache import BlockCache
+from .cache import SMALL_BLOCK, BlockCache
 from .files import FileReader, FileWriter
 from .handles import OpenFiles
 from .publish import Publisher
@@ -80,14 +80,15 @@ class Volume:
              upload_delay: float = 0.0, upload_delay_max: float = 30.0,
              workers: int | None = None, readahead: int = 4, journal_interval: float = 2.0,
              snapshot_interval: float = 600.0, lease_ttl: float = 30.0,
-             takeover: bool = False) -> "Volume":
+             takeover: bool = False, small_block: int = SMALL_BLOCK) -> "Volume":
         """Open (creating if needed) the volume in ``data_dir`` over the given store.
 
         ``store_url`` defaults to a local store inside the data dir. The block size is fixed
         when the volume is created; a different ``block_size`` later is ignored. Metadata
         changes are shipped to the store every ``journal_interval`` seconds (0: only when
         ``collect_garbage``/``close`` ask). Raises ``VolumeError`` when another gateway
-        holds the volume's lease (unless ``takeover``).
+        holds the volume's lease (unless ``takeover``). Blocks up to ``small_block`` bytes
+        (as stored) wait for upload in the metadata database (0: every block in a file).
         """
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,8 @@ class Volume:
         cache = BlockCache(data_dir / "cache", store, codec, max_bytes=cache_size,
                            dirty_limit=dirty_limit, uploaders=uploaders,
                            upload_paused=upload_paused, upload_delay=upload_delay,
-                           upload_delay_max=upload_delay_max)
+                           upload_delay_max=upload_delay_max, db=tree.db,
+                           small_block=small_block)
         vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
                   workers or max(2, os.cpu_count() or 2), readahead)
         vol.lease = lease

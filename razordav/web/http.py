@@ -259,8 +259,28 @@ class ChunkedBody(_Body):
         self.done = True
 
 
+class _Held:
+    """Collects what cheroot writes for the status line and headers."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+# A body chunk up to this size goes out in one send with the headers before it: cheroot
+# flushes every write, and a second send (and a second wake-up of the client) per small
+# answer cost about as much as the send itself.
+COALESCE_MAX = 64 << 10
+
+
 class Request(server.HTTPRequest):
-    """cheroot's request with the strict framing described in the module docstring."""
+    """cheroot's request with the strict framing described in the module docstring. The
+    headers are held until the first body chunk (or the end of the answer) and sent with
+    it."""
+
+    _held_head = b""
 
     def parse_request(self):
         super().parse_request()
@@ -295,8 +315,22 @@ class Request(server.HTTPRequest):
         self.server.gateway(self).respond()
         if self.ready:
             self.ensure_headers_sent()
-        if self.chunked_write:
-            self.conn.wfile.write(b"0\r\n\r\n")
+        end = b"0\r\n\r\n" if self.chunked_write else b""
+        head, self._held_head = self._held_head, b""
+        if head or end:
+            self.conn.wfile.write(head + end)
+
+    def write(self, chunk):
+        head, self._held_head = self._held_head, b""
+        if not head:
+            super().write(chunk)
+        elif len(chunk) > COALESCE_MAX:
+            self.conn.wfile.write(head)
+            super().write(chunk)
+        elif self.chunked_write and chunk:
+            self.conn.wfile.write(b"".join((head, b"%x\r\n" % len(chunk), chunk, b"\r\n")))
+        else:
+            self.conn.wfile.write(head + chunk)
 
     def send_headers(self):
         if any(k.lower() == b"connection" and b"close" in v.lower()
@@ -311,7 +345,13 @@ class Request(server.HTTPRequest):
                 self.close_connection = True
         if isinstance(body, _Body) and not body.done:
             self.conn.unread_body = True
-        super().send_headers()
+        wfile, held = self.conn.wfile, _Held()
+        self.conn.wfile = held        # this connection's thread only, for this one call
+        try:
+            super().send_headers()
+        finally:
+            self.conn.wfile = wfile
+        self._held_head = b"".join(held.parts)
 
 
 class Connection(server.HTTPConnection):

@@ -189,7 +189,7 @@ def test_deferred_commits_leave_blocks_unsynced_until_a_durable_point(open_volum
     not fsynced, and the tree flushes them (and the cache index) before any commit that
     reaches the disk, or at ``sync``, so metadata is never durable before its blocks."""
     from razordav.core.handles import OpenFiles
-    vol = open_volume(upload_paused=True)
+    vol = open_volume(upload_paused=True, small_block=0)   # blocks in files
     files = OpenFiles(vol)
     try:
         ino = vol.tree.create(1, "f").ino
@@ -227,12 +227,13 @@ def _crash(vol):
     vol.cache._index.close(do_log=False, force=True)   # queued index writes are lost
 
 
-def test_a_crash_before_the_index_commit_keeps_the_blocks_metadata_names(open_volume):
+@pytest.mark.parametrize("small_block", [0, 64 << 10], ids=["files", "db"])
+def test_a_crash_before_the_index_commit_keeps_the_blocks_metadata_names(open_volume, small_block):
     """In deferred mode (the FUSE face) the cache index commit is only queued. Block files a
     crash left without index rows are verified and queued again if committed metadata names
     them, and deleted (here and in the store) if not."""
     from razordav.core.handles import OpenFiles
-    vol = open_volume(upload_paused=True)
+    vol = open_volume(upload_paused=True, small_block=small_block)
     files = OpenFiles(vol, max_age=3600)
     kept_data, lost_data = os.urandom(BS + 10), os.urandom(BS)
     ino = vol.tree.create(1, "f").ino
@@ -269,7 +270,7 @@ def test_a_durable_write_flushes_its_block_never_the_cache_index(open_volume, mo
     """A PUT is durable once its block file, that file's directory and the metadata are on
     disk; the cache index is a hint and no part of it (one flush less per small file)."""
     from razordav.core import cache as cache_mod
-    vol = open_volume(upload_paused=True)
+    vol = open_volume(upload_paused=True, small_block=0)   # blocks in files
     vol.write_file("/warm", os.urandom(100))
     flushed = []
     real_fsync, real_path = os.fsync, cache_mod.fsync_path
@@ -284,11 +285,12 @@ def test_a_durable_write_flushes_its_block_never_the_cache_index(open_volume, mo
     assert str(vol.cache._path(name).parent) in flushed               # and its directory
 
 
-def test_a_power_loss_that_takes_index_rows_keeps_acknowledged_blocks(open_volume):
+@pytest.mark.parametrize("small_block", [0, 64 << 10], ids=["files", "db"])
+def test_a_power_loss_that_takes_index_rows_keeps_acknowledged_blocks(open_volume, small_block):
     """After a durable write the index rows may still be lost (the index is never flushed
     for a write): the block files are on disk, and the metadata naming them brings them
     back, dirty, and uploads them."""
-    vol = open_volume(upload_paused=True)
+    vol = open_volume(upload_paused=True, small_block=small_block)
     data = {f"/f{i}": os.urandom(BS + 10 * i) for i in range(3)}
     for path, body in data.items():
         vol.write_file(path, body)
@@ -307,7 +309,7 @@ def test_a_power_loss_that_takes_index_rows_keeps_acknowledged_blocks(open_volum
 
 
 def test_a_damaged_unindexed_block_is_not_adopted(open_volume, caplog):
-    vol = open_volume(upload_paused=True)
+    vol = open_volume(upload_paused=True, small_block=0)   # blocks in files
     vol.write_file("/f", os.urandom(BS))
     name = next(iter(vol.extents.extents(vol.stat("/f").ino).values()))
     path = vol.cache._path(name.hex())

@@ -56,3 +56,21 @@ def test_a_log_that_cannot_restart_is_retried_only_after_more_log(tmp_path, monk
     reader.execute("COMMIT")
     reader.close()
     tree.close()
+
+
+def test_deferred_commits_turn_durable_once_the_log_is_long(tmp_path, monkeypatch):
+    """Small blocks ride in the log too: a long run of deferred commits (the FUSE face)
+    must not grow it without bound. Past DEFERRED_LOG_MAX a deferred commit runs the
+    before_durable hooks, commits durably and may checkpoint."""
+    monkeypatch.setattr(db_mod, "CHECKPOINT_BYTES", 256 << 10)
+    monkeypatch.setattr(db_mod, "DEFERRED_LOG_MAX", 1 << 20)
+    tree = Tree(tmp_path / "t.db")
+    hooks = []
+    tree.db.before_durable.append(lambda: hooks.append(os.path.getsize(tree.path + "-wal")))
+    with tree.db.deferred_sync():
+        for i in range(200):
+            tree.mkdir(ROOT, f"d{i:04}-" + "x" * 200)      # about 40 KiB of log each
+    assert hooks and min(hooks) > 1 << 20                 # only once the log was long
+    assert tree.db.checkpoints >= 1
+    assert os.path.getsize(tree.path + "-wal") < 4 << 20  # not 8 MiB: it was cut back
+    tree.close()
