@@ -55,7 +55,7 @@ def streamed_propfind(provider, config: dict, volume, environ, start_response):
     mode, names = request
     environ["wsgidav.provider"], environ["wsgidav.config"] = provider, config
     try:
-        res = provider.get_resource_inst(environ["PATH_INFO"], environ)
+        res = provider.get_resource_inst(_dav_path(environ), environ)
     except DAVError:
         return None
     if res is None:
@@ -63,6 +63,13 @@ def streamed_propfind(provider, config: dict, volume, environ, start_response):
     start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
                                         ("Date", util.get_rfc1123_time())])
     return _document(volume, res, depth, mode, names)
+
+
+def _dav_path(environ) -> str:
+    """PATH_INFO as WsgiDAV reads it: the UTF-8 bytes WSGI carries as Latin-1, decoded, and
+    normalised (``DAVError`` for a path it refuses). environ is left as it is, so WsgiDAV
+    can still be handed the request."""
+    return util.normalize_path(util.re_encode_wsgi(environ["PATH_INFO"]))
 
 
 def _request(environ) -> tuple[str, list[str]] | None:

@@ -147,3 +147,13 @@ def test_twenty_thousand_entries_stream_in_flat_memory(tmp_path):
             assert s.get(srv.url + "/").status_code == 200
     finally:
         srv.stop()
+
+
+def test_a_collection_with_a_non_ascii_name_streams_too(app):
+    _call(app, "MKCOL", "/d/caf\xc3\xa9")                 # WSGI carries UTF-8 as Latin-1
+    _call(app, "PUT", "/d/caf\xc3\xa9/\xe2\x82\xac.txt", b"euro")
+    status, headers, body = _call(app, "PROPFIND", "/d/caf\xc3\xa9", BODIES["allprop"],
+                                  depth="1")
+    assert status == "207 Multi-Status" and "Content-Length" not in headers
+    hrefs = [e.text for e in ET.fromstring(body).iter("{DAV:}href")]
+    assert hrefs == ["/d/caf%C3%A9/", "/d/caf%C3%A9/%E2%82%AC.txt"]
