@@ -56,28 +56,29 @@ class StockWsgiDAV:
              str(self.port), "--root", self.root, "--auth", "anonymous", "--server", "cheroot",
              "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(self.url + "/", timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("wsgidav did not start")
+        return _wait_up(self, "wsgidav")
 
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(30)
 
 
-class ApacheDAV:
+def _wait_up(server, name: str):
+    """Return ``server`` once its URL answers anything HTTP (a 403 counts), within 10 s."""
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(server.url + "/", timeout=1).close()
+            return server
+        except urllib.error.HTTPError:
+            return server
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{name} did not start")
+
+
+class ApacheDAV(StockWsgiDAV):
     """Apache httpd with mod_dav over a directory, on 127.0.0.1, one process per request
     worker (prefork, as Debian runs mod_dav), started by us and stopped by its PID."""
-
-    def __init__(self, root: str):
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
 
     @staticmethod
     def available() -> bool:
@@ -117,19 +118,7 @@ DocumentRoot {self.root}
         self.proc = subprocess.Popen([apache, "-X", "-f", conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True,
                                      env=env)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(self.url + "/", timeout=1).close()
-                return self
-            except urllib.error.HTTPError:   # it answers (403 for the bare root): up
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("apache2 did not start")
-
-    def stop(self):
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(30)
+        return _wait_up(self, "apache2")
 
 
 def peak_rss_mb(pid: int) -> float:
