@@ -114,6 +114,7 @@ class Database:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._created: set[str] = set()
+        self._closed = False
         # The log file size past which the next durable commit checkpoints (guarded by
         # ``_lock``; see ``_checkpoint``).
         self._checkpoint_at = CHECKPOINT_BYTES
@@ -134,6 +135,8 @@ class Database:
         """This thread's connection: for reads (each statement sees a committed state)."""
         c = getattr(self._local, "conn", None)
         if c is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError(f"{self.path} is closed")
             c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                 timeout=60)
             c.execute("PRAGMA journal_mode = WAL")
@@ -263,7 +266,11 @@ class Database:
             fsync_path(self.path + "-wal")   # none: all is in the database file, synced
 
     def close(self) -> None:
-        with self._conns_lock:
+        """Close every connection. A write in progress in another thread finishes first (a
+        connection closed under a running statement can crash the process); afterwards
+        every call raises ``sqlite3.ProgrammingError``."""
+        with self._lock, self._conns_lock:
+            self._closed = True
             for c in self._conns:
                 try:
                     c.close()

@@ -223,6 +223,11 @@ def _crash(vol):
     vol.cache._closing = True
     with vol.cache._lock:
         vol.cache._wake.notify_all()
+    for t in vol.cache._uploaders:   # a killed process has no threads left either
+        t.join(10)
+    vol.files._stop.set()            # the write buffers' flusher: stopped, nothing committed
+    vol.files._wake.set()
+    vol.files._flusher.join(10)
     vol.tree.close()
     vol.cache._index.close(do_log=False, force=True)   # queued index writes are lost
 
