@@ -337,7 +337,7 @@ def test_no_secret_is_stored_in_clear(acme, tree, tmp_path):
     reg = acme
     _, token = reg.create_token("alice")
     reg.set_password("alice", "Zebra-Password-42")
-    tree.close()
+    tree.db.sync()                      # everything on disk: the database and its log
     blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("meta.db"))
     for secret in ("Zebra-Password-42", "correct horse", token, token[21:]):
         assert secret.encode() not in blob
