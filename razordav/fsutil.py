@@ -4,6 +4,7 @@ the tree's write-ahead log."""
 from __future__ import annotations
 
 import os
+import uuid
 
 
 def fsync_path(path: str | os.PathLike) -> bool:
@@ -25,7 +26,7 @@ def write_durably(path: str | os.PathLike, data: bytes, mode: int = 0o600) -> No
     the old bytes or the new ones, never nothing: write a temporary file, fsync it, rename it
     into place, fsync the directory. For small control files (an id, a config)."""
     path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")  # one per writer
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as f:

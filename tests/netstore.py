@@ -103,8 +103,8 @@ class NetStore(ObjectStore):
         self.bound = seconds
         self.inner.limit_write_time(seconds)
 
-    def remove_leftovers(self, older_than):
-        return self.inner.remove_leftovers(older_than)
+    def remove_leftovers(self, older_than, prefix=""):
+        return self.inner.remove_leftovers(older_than, prefix)
 
     def unwrap(self):
         return self.inner.unwrap()

@@ -380,7 +380,8 @@ class Shipper:
         old += chain.stale(self.lease.term)
         if old:
             self.store.delete_many(sorted(set(old)))
-        self.store.remove_leftovers(older_than=3600)
+        # interrupted segment and snapshot uploads; not a walk of every block
+        self.store.remove_leftovers(older_than=3600, prefix="meta/")
 
 
 _SNAP_MAGIC = b"RZSNAP1\n"

@@ -157,12 +157,8 @@ def _serialize(href: str, props) -> bytes:
         tag = _qualified(name, prefixes)
         if value is None:
             xml = f"<{tag}/>"
-        elif name == "{DAV:}supportedlock" and name in _CONSTANT:
-            xml = _CONSTANT[name]
         elif xml_tools.is_etree_element(value):
             xml = _xml(value, prefixes)
-            if name == "{DAV:}supportedlock":   # the same for every resource: made once
-                _CONSTANT[name] = xml
         else:
             xml = f"<{tag}>{escape(util.to_unicode_safe(value))}</{tag}>"
         by_status.setdefault(status, []).append(xml)
@@ -174,9 +170,6 @@ def _serialize(href: str, props) -> bytes:
                      f"<D:status>HTTP/1.1 {status}</D:status></D:propstat>")
     parts.append("</D:response>")
     return "".join(parts).encode("utf-8")
-
-
-_CONSTANT: dict[str, str] = {}
 
 
 _DAV_TAGS: dict[str, str] = {}    # "{DAV:}x" -> "D:x", the common case, made once

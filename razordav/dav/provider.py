@@ -22,7 +22,6 @@ import contextlib
 import logging
 import mimetypes
 import time
-import weakref
 from email.utils import parsedate_to_datetime
 
 from wsgidav import util, xml_tools
@@ -122,13 +121,9 @@ class _Resource:
         if name == "{DAV:}supportedlock":
             # the same for every resource (WsgiDAV builds it anew for each): built once;
             # nobody changes the element afterwards
-            if self.provider not in _SUPPORTED_LOCK:
-                _SUPPORTED_LOCK[self.provider] = super().get_property_value(name)
-            return _SUPPORTED_LOCK[self.provider]
-        if name in _LIVE:       # WsgiDAV's own formats, without its dispatch per name
-            value = _LIVE[name](self)
-            if value is not None:
-                return value
+            if self.provider.supported_lock is None:
+                self.provider.supported_lock = super().get_property_value(name)
+            return self.provider.supported_lock
         if name.startswith("{DAV:}"):
             return super().get_property_value(name)
         ns, local = _split_clark(name)
@@ -243,28 +238,6 @@ class _Resource:
 # every client parses (64-bit and JavaScript-number safe): 1 PiB.
 UNLIMITED_AVAILABLE = 1 << 50
 
-
-_SUPPORTED_LOCK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_COLLECTION = etree.Element("{DAV:}resourcetype")   # shared: nobody changes it
-etree.SubElement(_COLLECTION, "{DAV:}collection")
-
-
-def _maybe(fn, value):
-    return None if value is None else fn(value)
-
-
-# The simple live properties, formatted as WsgiDAV's get_property_value does (None: let
-# WsgiDAV answer, e.g. 404 for a value the resource does not have). A PROPFIND asks for
-# them for every entry; dispatching here costs a third of WsgiDAV's way.
-_LIVE = {
-    "{DAV:}creationdate": lambda r: _maybe(util.get_rfc3339_time, r.get_creation_date()),
-    "{DAV:}getcontenttype": lambda r: r.get_content_type(),
-    "{DAV:}resourcetype": lambda r: _COLLECTION if r.is_collection else "",
-    "{DAV:}getlastmodified": lambda r: _maybe(util.get_rfc1123_time, r.get_last_modified()),
-    "{DAV:}getcontentlength": lambda r: _maybe(str, r.get_content_length()),
-    "{DAV:}getetag": lambda r: r.get_etag(),
-    "{DAV:}displayname": lambda r: r.get_display_name(),
-}
 
 
 def _split_clark(name: str) -> tuple[str, str]:
@@ -506,6 +479,7 @@ class RazorProvider(DAVProvider):
     def __init__(self, volume):
         super().__init__()
         self.volume = volume
+        self.supported_lock = None   # the {DAV:}supportedlock element: the same for all
 
     def is_readonly(self):
         return False

@@ -103,9 +103,9 @@ class ObjectStore(ABC):
         Fencing depends on it (core/lease.py). A backend whose writes are local system calls
         meets it as it is."""
 
-    def remove_leftovers(self, older_than: float) -> int:
-        """Remove what interrupted puts left behind (temporary objects older than
-        ``older_than`` seconds); return how many. Most backends leave nothing."""
+    def remove_leftovers(self, older_than: float, prefix: str = "") -> int:
+        """Remove what interrupted puts left behind under ``prefix`` (temporary objects older
+        than ``older_than`` seconds); return how many. Most backends leave nothing."""
         return 0
 
     # -- conveniences built on the seven methods --
@@ -175,8 +175,8 @@ class StoreWrapper(ObjectStore):
     def limit_write_time(self, seconds):
         self.inner.limit_write_time(seconds)
 
-    def remove_leftovers(self, older_than):
-        return self.inner.remove_leftovers(older_than)
+    def remove_leftovers(self, older_than, prefix=""):
+        return self.inner.remove_leftovers(older_than, prefix)
 
     def delete_prefix(self, prefix, batch=1000):
         return self.inner.delete_prefix(prefix, batch)
@@ -211,9 +211,9 @@ class GuardedStore(StoreWrapper):
         self.guard("put")
         return self.inner.copy(src, dst, storage_class)
 
-    def remove_leftovers(self, older_than):
+    def remove_leftovers(self, older_than, prefix=""):
         self.guard("delete")
-        return self.inner.remove_leftovers(older_than)
+        return self.inner.remove_leftovers(older_than, prefix)
 
     def delete_prefix(self, prefix, batch=1000):
         # batch by batch through delete_many above, so each batch asks the guard

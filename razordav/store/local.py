@@ -13,11 +13,10 @@ import hashlib
 import os
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..fsutil import fsync_path
+from ..fsutil import write_durably
 from .base import ConfigError, NotFound, ObjectInfo, ObjectStore, PreconditionFailed
 
 _ETAG_SUFFIX = ".etag"
@@ -58,17 +57,7 @@ class LocalStore(ObjectStore):
 
     def _write(self, path: Path, data: bytes) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_path(path.parent)
+        write_durably(path, data, mode=0o644)
         return hashlib.md5(data).hexdigest()
 
     def get(self, key, offset=0, length=None):
@@ -118,12 +107,14 @@ class LocalStore(ObjectStore):
                 continue
             yield ObjectInfo(key, st.st_size, "", st.st_mtime)
 
-    def remove_leftovers(self, older_than: float) -> int:
-        """Temporary files of puts interrupted by a crash (``.tmp-*``), older than
-        ``older_than`` seconds so that no put in progress loses its file."""
+    def remove_leftovers(self, older_than: float, prefix: str = "") -> int:
+        """Temporary files of puts interrupted by a crash (``.tmp-*``) in the directory of
+        ``prefix`` and below, older than ``older_than`` seconds so that no put in progress
+        loses its file."""
         cutoff = time.time() - older_than
         removed = 0
-        for dirpath, _dirs, filenames in os.walk(self.root):
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        for dirpath, _dirs, filenames in os.walk(base):
             for name in filenames:
                 if name.startswith(".tmp-"):
                     path = os.path.join(dirpath, name)

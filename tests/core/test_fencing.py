@@ -19,7 +19,7 @@ from razordav.core.journal import (SEGMENT_PREFIX, SNAPSHOT_PREFIX, TERM_PREFIX,
                                    restore, segment_key)
 from razordav.core.lease import LEASE_KEY, Lease, LeaseLapsed, LeaseLost, gateway_id
 from razordav.core.volume import Volume
-from razordav.store import RetryingStore, open_store
+from razordav.store import RetryingStore
 from razordav.store.local import LocalStore
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
@@ -399,7 +399,7 @@ def test_gateway_id_is_durable_and_never_empty(tmp_path, monkeypatch):
         f"/proc/self/fd/{fd}")), real(fd))[1])
     gid = gateway_id(tmp_path)
     assert (tmp_path / "gateway.id").read_text().strip() == gid
-    assert any(p.startswith(str(tmp_path / "gateway.id")) for p in synced)   # the file
+    assert any(p.startswith(str(tmp_path / ".tmp-")) for p in synced)   # the file, renamed
     assert str(tmp_path) in synced                                          # its directory
     (tmp_path / "gateway.id").write_text("")
     with pytest.raises(errors.VolumeError, match="damaged"):
@@ -416,8 +416,14 @@ def test_interrupted_local_puts_leave_nothing_after_gc(tmp_path):
     os.utime(leftover, (time.time() - 7200,) * 2)
     fresh = tmp_path / "bucket" / "meta" / "journal" / ".tmp-inflight"
     fresh.write_bytes(b"in progress")
+    (tmp_path / "bucket" / "blocks" / "ab").mkdir(parents=True)
+    elsewhere = tmp_path / "bucket" / "blocks" / "ab" / ".tmp-old"
+    elsewhere.write_bytes(b"half a block")
+    os.utime(elsewhere, (time.time() - 7200,) * 2)
+    assert store.remove_leftovers(3600, prefix="meta/") == 1   # what the shipper prunes
+    assert not leftover.exists() and fresh.exists() and elsewhere.exists()
     assert store.remove_leftovers(3600) == 1
-    assert not leftover.exists() and fresh.exists()
+    assert not elsewhere.exists()
 
 
 def test_lost_lease_shows_in_stats_and_sends_nothing(gw):
