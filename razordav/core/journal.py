@@ -378,6 +378,13 @@ class Shipper:
         old = [s[-1] for s in chain.segments if s[1] <= seq]
         old += [s[-1] for s in chain.snapshots[:-2]]
         old += chain.stale(self.lease.term)
+        # A term marker only bounds the history of older terms: once no segment or
+        # snapshot of an older term is left, it goes too, so the markers read at every
+        # open and prune stay few however often the volume changed hands.
+        left = [s[2] for s in chain.segments if s[-1] not in old] + \
+            [s[1] for s in chain.snapshots if s[-1] not in old]
+        oldest = min(left, default=self.lease.term)
+        old += [term_key(t) for t in chain.starts if t < oldest]
         if old:
             self.store.delete_many(sorted(set(old)))
         # interrupted segment and snapshot uploads; not a walk of every block

@@ -491,3 +491,25 @@ def test_bucket_of_the_previous_main_restores(tmp_path):
     for path, data in OLD_FILES.items():
         assert vol.read_file(path) == data
     vol.close()
+
+
+def test_term_markers_go_with_the_history_they_bound(gw):
+    """Every open takes a new term and writes a marker; once a snapshot of a newer term
+    holds everything, older markers are pruned, and a restore still reads every file."""
+    for i in range(4):
+        vol = gw.open("a", lease_ttl=3, journal_interval=0)
+        vol.write_file(f"/f{i}", content(i))
+        assert shipped_everything(vol)
+        if i < 3:
+            vol.close()
+    assert len(Chain(LocalStore(gw.root)).starts) == 4
+    vol.shipper.snapshot()
+    vol.write_file("/last", b"last")
+    assert shipped_everything(vol)
+    vol.shipper.snapshot()
+    vol.close()
+    assert sorted(Chain(LocalStore(gw.root)).starts) == [4]
+    check = gw.fresh_restore_reads()
+    for i in range(4):
+        assert check.read_file(f"/f{i}") == content(i)
+    assert check.read_file("/last") == b"last"
