@@ -118,6 +118,8 @@ def open_volume(opts: config.Options, **kw):
                            dirty_limit=opts.dirty_limit, uploaders=opts.uploaders,
                            lease_ttl=opts.lease_ttl, upload_delay=opts.upload_delay,
                            upload_delay_max=opts.upload_delay_max,
+                           pack_threshold=opts.pack_threshold, pack_size=opts.pack_size,
+                           repack_below=opts.repack_below, repack_share=opts.repack_share,
                            **{"journal_interval": opts.journal_interval, **kw})
     except StoreError as exc:
         raise UserError(f"object store: {exc}") from None

@@ -31,6 +31,10 @@ class Options:
     upload_delay: float = 2.0           # seconds writes must pause before their blocks upload
     upload_delay_max: float = 30.0      # the longest a block waits for that pause
     journal_interval: float = 2.0       # seconds between metadata shipments to the store
+    pack_threshold: int = 512 << 10     # blocks stored this small travel in packs (0: never)
+    pack_size: int = 8 << 20            # the size a pack is uploaded at
+    repack_below: float = 0.5           # rewrite a pack once less than this share of it is used
+    repack_share: float = 0.1           # the most of the uploads' time repacking may take
     lease_ttl: float = 30.0             # lease lifetime (see docs/design.md, "Fencing")
     threads: int = 32
     header_timeout: float = 10.0        # seconds a client may take to send a request head
@@ -53,7 +57,7 @@ class Options:
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", re.I)
-_SIZE_FIELDS = {"cache_size", "dirty_limit", "block_size"}
+_SIZE_FIELDS = {"cache_size", "dirty_limit", "block_size", "pack_threshold", "pack_size"}
 
 
 def parse_size(value) -> int:
@@ -101,6 +105,12 @@ def load(config_file: str | None, overrides: dict) -> Options:
                 value = float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{key} must be a number of seconds, not {value!r}") from None
+        elif key in ("repack_below", "repack_share"):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key} must be a fraction between 0 and 1, not {value!r}") \
+                    from None
         setattr(opts, key, value)
     if not 0 <= opts.port <= 65535:
         raise ConfigError(f"port {opts.port} is out of range")
@@ -112,6 +122,14 @@ def load(config_file: str | None, overrides: dict) -> Options:
         raise ConfigError("upload_delay must be between 0 and 600 seconds")
     if not opts.upload_delay <= opts.upload_delay_max <= 3600:
         raise ConfigError("upload_delay_max must be between upload_delay and 3600 seconds")
+    if not 0 <= opts.pack_threshold <= 16 << 20:
+        raise ConfigError("pack_threshold must be between 0 (no packs) and 16M")
+    if not max(1 << 20, 2 * opts.pack_threshold) <= opts.pack_size <= 256 << 20:
+        raise ConfigError("pack_size must be between 1M (and twice pack_threshold) and 256M")
+    if not 0 <= opts.repack_below < 1:
+        raise ConfigError("repack_below must be at least 0 (never rewrite) and below 1")
+    if not 0 < opts.repack_share <= 1:
+        raise ConfigError("repack_share must be above 0 and at most 1")
     if not 1 <= opts.header_timeout <= 600:
         raise ConfigError("header_timeout must be between 1 and 600 seconds")
     if opts.max_connections < 1 or opts.max_connections_per_address < 1:

@@ -45,6 +45,7 @@ from .lease import LeaseLapsed, LeaseLost
 from . import errors, space
 from .blocks import HEADER, BlockCodec, block_key, is_raw
 from .db import Database, table
+from .packs import PackBuilder, PackMap, new_pack_id, pack_key
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class BlockCache:
                  uploaders: int = 8, downloaders: int = 4, hot_blocks: int = 8,
                  upload_paused: bool = False, upload_delay: float = 0.0,
                  upload_delay_max: float = 30.0, db: Database | None = None,
-                 small_block: int = SMALL_BLOCK):
+                 small_block: int = SMALL_BLOCK, packs: PackMap | None = None,
+                 pack_threshold: int = 0, pack_size: int = 8 << 20):
         self.dir = Path(directory)
         # Where blocks up to ``small_block`` bytes (as stored) wait for upload; None: files.
         self.db = db
@@ -103,6 +105,13 @@ class BlockCache:
         self._wake = threading.Condition(self._lock)
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._queue: collections.deque[str] = collections.deque()
+        # Blocks that go to the bucket in packs (stored size up to ``pack_threshold``), in
+        # the order they came, and their bytes; ``packs`` says where uploaded ones went.
+        self.packs = packs
+        self.pack_threshold = pack_threshold if packs is not None else 0
+        self.pack_size = pack_size
+        self._small: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._small_bytes = 0
         self._uploading: set[str] = set()
         self._inflight: dict[str, Future] = {}
         self._hot: collections.OrderedDict[str, bytes] = collections.OrderedDict()
@@ -165,7 +174,7 @@ class BlockCache:
         for hexname, entry in sorted(found.items(), key=lambda kv: kv[1].t):
             self._add(hexname, entry)
             if entry.dirty:
-                self._queue.append(hexname)
+                self._enqueue(hexname, entry)
         for sub in (self.dir / "blocks").iterdir():
             self._shards.add(sub.name)
             for f in sub.iterdir():
@@ -179,9 +188,9 @@ class BlockCache:
                 else:
                     f.unlink(missing_ok=True)        # a temp file
         self._index.commit(blocking=True)
-        if self._queue:
-            log.info("upload queue rebuilt: %d blocks, %d bytes", len(self._queue),
-                     self.dirty_bytes)
+        if self._queue or self._small:
+            log.info("upload queue rebuilt: %d blocks, %d bytes",
+                     len(self._queue) + len(self._small), self.dirty_bytes)
 
     def adopt(self, wanted: Callable[[bytes], bool]) -> list[bytes]:
         """Settle the block files that have no index row: written by a ``put_dirty`` whose
@@ -207,7 +216,7 @@ class BlockCache:
             entry = _Entry(len(data), True, time.time())
             self._add(hexname, entry)
             self._index[hexname] = entry.to_json()
-            self._queue.append(hexname)
+            self._enqueue(hexname, entry)
             kept += 1
         self._unindexed = []
         self._index.commit(blocking=True)
@@ -228,6 +237,22 @@ class BlockCache:
             self.db_blocks += 1
             self.db_bytes += entry.size
 
+    def _packable(self, entry: _Entry) -> bool:
+        return entry.size <= self.pack_threshold
+
+    def _enqueue(self, hexname: str, entry: _Entry, front: bool = False) -> None:
+        """Queue a dirty block for upload, alone or in a pack (caller holds ``_lock``)."""
+        if self._packable(entry):
+            if hexname not in self._small:
+                self._small[hexname] = None
+                self._small_bytes += entry.size
+                if front:
+                    self._small.move_to_end(hexname, last=False)
+        elif front:
+            self._queue.appendleft(hexname)
+        else:
+            self._queue.append(hexname)
+
     def _forget(self, hexname: str) -> _Entry | None:
         """Take an entry out (caller holds ``_lock``); its bytes are the caller's to remove."""
         entry = self._entries.pop(hexname, None)
@@ -237,10 +262,13 @@ class BlockCache:
         self.total_bytes -= entry.size
         if entry.dirty:
             self.dirty_bytes -= entry.size
-            try:
-                self._queue.remove(hexname)
-            except ValueError:
-                pass
+            if self._small.pop(hexname, 1) is None:
+                self._small_bytes -= entry.size
+            else:
+                try:
+                    self._queue.remove(hexname)
+                except ValueError:
+                    pass
         if entry.in_db:   # never has an index row
             self.db_blocks -= 1
             self.db_bytes -= entry.size
@@ -286,11 +314,12 @@ class BlockCache:
             if not in_db:
                 self._index[hexname] = entry.to_json()
                 self._index_changed = True
-            self._queue.append(hexname)
+            self._enqueue(hexname, entry)
             self._last_change = time.monotonic()
             # With a delay, the uploaders need waking only to start their timed wait, or
             # when the delay ends early; a wake per block would cost a thread switch each.
-            if (not self.upload_delay or len(self._queue) == 1
+            if (not self.upload_delay or len(self._queue) + len(self._small) == 1
+                    or self._small_bytes >= self.pack_size > self._small_bytes - size
                     or self.dirty_bytes * 2 >= self.dirty_limit):
                 self._wake.notify()
         self._evict()
@@ -490,11 +519,30 @@ class BlockCache:
             self.stats["misses"] += 1
         return fut
 
+    def _get_stored(self, name: bytes) -> bytes:
+        """A block's stored form from the bucket: a ranged GET of its bytes in a pack, or its
+        own object. A pack rewritten meanwhile (``repack.py``) is looked up again."""
+        for _attempt in range(3):
+            loc = self.packs.locate(name) if self.packs is not None else None
+            if loc is None:
+                return self.store.get(block_key(name))
+            try:
+                data = self.store.get(loc.key, loc.offset, loc.length)
+            except store_mod.NotFound:
+                if self.packs.locate(name) != loc:
+                    continue      # moved to another pack while we asked
+                raise
+            if len(data) != loc.length:
+                raise errors.Corrupt(f"block {name.hex()[:16]}: pack {loc.pack} is shorter "
+                                     "than its index says")
+            return data
+        raise store_mod.NotFound(f"block {name.hex()[:16]} keeps moving between packs")
+
     def _fetch(self, name: bytes) -> bytes:
         hexname = name.hex()
         try:
             try:
-                data = self.store.get(block_key(name))
+                data = self._get_stored(name)
             except store_mod.NotFound:
                 raise errors.Corrupt(f"block {hexname[:16]} is missing from the store") from None
             except Exception as exc:
@@ -603,25 +651,26 @@ class BlockCache:
         delay = 0.0
         while True:
             with self._lock:
+                job = None
                 while not self._closing:
-                    if self._paused or not self._queue:
+                    if self._paused or not (self._queue or self._small):
                         self._wake.wait()
                         continue
-                    wait = self._upload_wait()
-                    if wait <= 0:
+                    job = self._next_job()
+                    if not isinstance(job, float):
                         break
-                    self._wake.wait(wait)
+                    self._wake.wait(job)
                 if self._closing:
                     return
-                hexname = self._queue.popleft()
-                if self._queue:
+                if self._queue or self._small:
                     self._wake.notify()   # the next uploader joins in (after a delay)
-                self._uploading.add(hexname)
+                self._uploading.update(job)
             try:
-                ok = self._upload(hexname)
+                # A lone block goes as itself: a pack of one would cost the same request.
+                ok = self._upload(job[0]) if len(job) == 1 else self._upload_pack(job)
             finally:
                 with self._lock:
-                    self._uploading.discard(hexname)
+                    self._uploading.difference_update(job)
                     self._wake.notify_all()
             if ok:
                 delay = 0.0
@@ -631,6 +680,28 @@ class BlockCache:
                     if not self._closing:   # close() must not wait out a back-off
                         self._wake.wait(delay)
 
+    def _next_job(self) -> list[str] | float:
+        """What an uploader takes now: one block, or the blocks of one pack, out of their
+        queue; or how long to wait before asking again (caller holds ``_lock``)."""
+        waits = []
+        if self._queue:
+            wait = self._upload_wait()
+            if wait <= 0:
+                return [self._queue.popleft()]
+            waits.append(wait)
+        if self._small:
+            wait = self._pack_wait()
+            if wait <= 0:
+                job, size = [], 0
+                while self._small and size < self.pack_size:
+                    hexname, _ = self._small.popitem(last=False)
+                    entry = self._entries[hexname]
+                    self._small_bytes -= entry.size
+                    size += entry.size
+                    job.append(hexname)
+                return job
+            waits.append(wait)
+        return min(waits)
     def touch(self) -> None:
         """A face served a request: uploads keep waiting for a pause (``upload_delay``)."""
         self._last_change = time.monotonic()
@@ -638,6 +709,21 @@ class BlockCache:
     def busy(self) -> bool:
         """Whether a block was written or a face reported a request within ``upload_delay``."""
         return bool(self.upload_delay) and time.monotonic() - self._last_change < self.upload_delay
+
+    def _pack_wait(self) -> float:
+        """Seconds until the blocks waiting for a pack go (caller holds ``_lock``): a full
+        pack at the same pause as other uploads, a partial one once its oldest block waited
+        ``upload_delay_max``; at once when someone drains the queue or under pressure."""
+        if self._draining or self.dirty_bytes * 2 >= self.dirty_limit:
+            return 0.0
+        head = self._entries.get(next(iter(self._small)))
+        oldest = 0.0 if head is None else head.t + self.upload_delay_max - time.time()
+        if self._small_bytes < self.pack_size:
+            return max(0.0, oldest)
+        if not self.upload_delay:
+            return 0.0
+        quiet = self._last_change + self.upload_delay - time.monotonic()
+        return max(0.0, min(quiet, oldest))
 
     def _upload_wait(self) -> float:
         """Seconds until the head of the queue may be uploaded (caller holds ``_lock``)."""
@@ -671,7 +757,7 @@ class BlockCache:
             with self._lock:
                 entry = self._entries.get(hexname)
                 if entry is not None and entry.dirty:
-                    self._queue.appendleft(hexname)
+                    self._enqueue(hexname, entry, front=True)
                 self.stats["upload_errors"] += 1
             if isinstance(exc, (LeaseLost, LeaseLapsed)):
                 log.debug("upload of block %s not sent: %s", hexname[:16], exc)
@@ -680,34 +766,97 @@ class BlockCache:
             return False
         moved = entry.in_db and self._to_file(hexname, data)
         with self._lock:
-            entry = self._entries.get(hexname)
-            if entry is not None and entry.dirty:
-                entry.dirty = False
-                self.dirty_bytes -= entry.size
-                if moved and entry.in_db:
-                    entry.in_db = False
-                    self.db_blocks -= 1
-                    self.db_bytes -= entry.size
-                if not entry.in_db:
-                    self._index[hexname] = entry.to_json()
-                    self._index_changed = True
             self.stats["uploads"] += 1
             self.stats["uploaded_bytes"] += len(data)
-            self.last_error = None
-            self._wake.notify_all()
-        if moved:
-            self._delete_rows([hexname])
-            if entry is None:   # dropped while it moved: no file without an entry
-                self._path(hexname).unlink(missing_ok=True)
+        self._mark_clean({hexname: moved})
         return True
 
-    def _to_file(self, hexname: str, data: bytes) -> bool:
+    def _mark_clean(self, done: dict[str, bool]) -> None:
+        """Blocks that reached the bucket (``done``: name -> whether its copy moved from the
+        database into a file) are no longer dirty; the moved ones' rows go in one commit."""
+        gone = []
+        with self._lock:
+            for hexname, moved in done.items():
+                entry = self._entries.get(hexname)
+                if entry is None:
+                    if moved:
+                        gone.append(hexname)   # dropped while it moved: no file without entry
+                    continue
+                if entry.dirty:
+                    entry.dirty = False
+                    self.dirty_bytes -= entry.size
+                    if moved and entry.in_db:
+                        entry.in_db = False
+                        self.db_blocks -= 1
+                        self.db_bytes -= entry.size
+                    if not entry.in_db:
+                        self._index[hexname] = entry.to_json()
+                        self._index_changed = True
+            self.last_error = None
+            self._wake.notify_all()
+        self._delete_rows([h for h, moved in done.items() if moved])
+        for hexname in gone:
+            self._path(hexname).unlink(missing_ok=True)
+
+    def _upload_pack(self, job: list[str]) -> bool:
+        """Upload the blocks of ``job`` as one pack, then record where each went (one durable
+        commit) before any counts as uploaded: the journal ships a block's row only once it
+        is clean, so the bucket never names a block it cannot locate. False if the store or
+        the commit failed; the blocks are queued again (a pack that reached the bucket
+        without its rows is an orphan, collected by ``fsck --repair``)."""
+        builder, stored = PackBuilder(), {}
+        for hexname in job:
+            with self._lock:
+                entry = self._entries.get(hexname)
+            if entry is None:
+                continue    # dropped meanwhile
+            try:
+                data = self._stored(hexname, entry)
+            except FileNotFoundError:
+                log.error("dirty block %s has no bytes in the cache; dropped", hexname[:16])
+                self._drop(hexname)
+                continue
+            builder.add(bytes.fromhex(hexname), data)
+            stored[hexname] = (entry, data)
+        if not builder:
+            return True
+        pack_id = new_pack_id()
+        try:
+            self.store.put(pack_key(pack_id), builder.finish())
+            self.packs.record(pack_id, builder.size, builder.entries)
+        except Exception as exc:   # any failure: keep the blocks queued, never lose them
+            self._note_error(exc)
+            with self._lock:
+                for hexname in reversed(job):
+                    entry = self._entries.get(hexname)
+                    if entry is not None and entry.dirty:
+                        self._enqueue(hexname, entry, front=True)
+                self.stats["upload_errors"] += 1
+            if isinstance(exc, (LeaseLost, LeaseLapsed)):
+                log.debug("pack of %d blocks not sent: %s", len(builder), exc)
+            else:
+                log.warning("upload of a pack of %d blocks failed, will retry: %s",
+                            len(builder), exc)
+            return False
+        # Clean copies need no flush: after a power loss a torn or missing file is fetched
+        # again from the pack, and the rows stay until the files are written.
+        done = {h: entry.in_db and self._to_file(h, data, fsync=False)
+                for h, (entry, data) in stored.items()}
+        with self._lock:
+            self.stats["packs_uploaded"] += 1
+            self.stats["packed_blocks"] += len(builder)
+            self.stats["uploads"] += 1
+            self.stats["uploaded_bytes"] += builder.size
+        self._mark_clean(done)
+        return True
+
+    def _to_file(self, hexname: str, data: bytes, fsync: bool = True) -> bool:
         """Copy an uploaded block from the database into its file, so that the database
         holds only what waits for upload. The file is fsynced before its row goes: after a
         power loss the row or a whole file is there (or no file: the store has the block).
         On failure the block stays in the database, clean, until evicted."""
         try:
-            self._write_file(hexname, (data,), fsync=True, sync_dir=False)
+            self._write_file(hexname, (data,), fsync=fsync, sync_dir=False)
             return True
         except (OSError, errors.FsError) as exc:
             log.warning("block %s stays in the database: %s", hexname[:16], exc)
@@ -720,7 +869,7 @@ class BlockCache:
 
     def queue_length(self) -> int:
         with self._lock:
-            return len(self._queue) + len(self._uploading)
+            return len(self._queue) + len(self._small) + len(self._uploading)
 
     def wait_uploaded(self, timeout: float | None = None) -> bool:
         """Block until nothing is dirty (uploading without delay meanwhile); False on
@@ -746,7 +895,8 @@ class BlockCache:
         """When the oldest block still waiting for upload was written (caller holds
         ``_lock``). The queue drains oldest first and a failed upload goes back to its head,
         so only its head and the blocks being uploaded can be the oldest."""
-        waiting = list(self._uploading) + ([self._queue[0]] if self._queue else [])
+        waiting = list(self._uploading) + ([self._queue[0]] if self._queue else []) + \
+            ([next(iter(self._small))] if self._small else [])
         times = [e.t for e in map(self._entries.get, waiting) if e is not None]
         return min(times, default=None)
 
@@ -758,7 +908,7 @@ class BlockCache:
                 "cache_bytes": self.total_bytes, "cache_limit": self.max_bytes,
                 "dirty_bytes": self.dirty_bytes, "dirty_limit": self.dirty_limit,
                 "cache_db_blocks": self.db_blocks, "cache_db_bytes": self.db_bytes,
-                "upload_queue": len(self._queue) + len(self._uploading),
+                "upload_queue": len(self._queue) + len(self._small) + len(self._uploading),
                 "upload_oldest_age": None if oldest is None else max(0.0, time.time() - oldest),
                 "hit_rate": hits / (hits + misses) if hits + misses else None,
                 "last_store_error": self.last_error, "hits": hits, "misses": misses,

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Iterable
 
 from . import errors
+from . import packs
 from .db import Database, table
 
 if TYPE_CHECKING:
@@ -161,12 +162,14 @@ class Extents:
         return [r[0] for r in rows]
 
     def forget_blocks(self, digests: list[bytes]) -> list[bytes]:
-        """Delete block rows that are still unreferenced; return the ones deleted."""
+        """Delete block rows that are still unreferenced, with their places in packs (the
+        pack is marked for the repacker); return the ones deleted."""
         gone = []
         with self.db.write() as c:
             for d in digests:
                 if c.execute("DELETE FROM blocks WHERE hash = ? AND refs = 0", (d,)).rowcount:
                     gone.append(d)
+            packs.forget(c, gone)
         return gone
 
     def block_refs_row(self, digest: bytes) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .. import store as store_mod
 from . import errors
+from . import packs as packs_mod
 from .blocks import block_key
 from .check import check_tree
 from .journal import count_unshipped, unshipped
@@ -57,11 +58,21 @@ def fsck(vol, full: bool = False, repair: bool = False, progress=None,
         except ValueError:
             report.problems.append(f"unexpected object {info.key}")
     dirty = set(vol.cache.dirty_names())
+    located = _check_packs(vol, report, repair)
     bar = progress(total=len(known), desc="blocks") if progress else None
     for name in known:
         report.checked_blocks += 1
+        loc = located.get(name)
         if name in dirty:
             pass                                # waiting for upload: the cache has it
+        elif loc is not None:
+            if loc is _LOST:
+                _bad(vol, report, name, "is in a pack missing from the store", repair)
+            elif full:
+                try:
+                    vol.codec.decode(vol.store.get(loc.key, loc.offset, loc.length), name)
+                except (errors.Corrupt, store_mod.NotFound) as exc:
+                    _bad(vol, report, name, f"is corrupt in pack {loc.pack} ({exc})", repair)
         elif name not in stored:
             _bad(vol, report, name, "is missing from the store", repair)
         elif full:
@@ -126,6 +137,11 @@ def _bad(vol, report: Report, name: bytes, what: str, repair: bool) -> None:
     report.problems.append(f"block {name.hex()[:16]} {what}; used by {', '.join(files) or '-'}")
     if not repair:
         return
+    if vol.packs.locate(name) is not None and vol.store.exists(block_key(name)):
+        with vol.tree.db.write() as c:         # a copy of its own exists: read that one
+            vol.packs.forget(c, [name])
+        report.repaired.append(f"block {name.hex()[:16]} is read from its own object")
+        return
     data = vol.cache.stored_copy(name)
     try:
         if data is None:
@@ -135,6 +151,85 @@ def _bad(vol, report: Report, name: bytes, what: str, repair: bool) -> None:
         return                                  # no good copy anywhere: reported, not fixed
     try:
         vol.store.put(block_key(name), data)
+        with vol.tree.db.write() as c:         # no longer read from its (bad) pack
+            vol.packs.forget(c, [name])
         report.repaired.append(f"uploaded block {name.hex()[:16]} again from the cache")
     except store_mod.StoreError as exc:
         report.problems.append(f"could not upload block {name.hex()[:16]}: {exc}")
+
+
+_LOST = object()     # the location of a block whose pack is missing from the store
+
+
+def _check_packs(vol, report: Report, repair: bool) -> dict:
+    """Check every pack against the metadata: the object exists, its index is readable and
+    lists each block the metadata places in it at the same offset and length; no location
+    row names an unknown block; no pack in the bucket is unknown. Repairs: an index rebuilt
+    from the pack's bytes and the metadata; blocks without a place adopted from unknown
+    packs' indexes; unknown packs deleted; stale location rows dropped. Returns the block
+    -> ``Location`` map (``_LOST`` when the pack is gone)."""
+    pmap, c = vol.packs, vol.tree.db.reader()
+    stale = [r[0] for r in c.execute(
+        "SELECT p.hash FROM packed p LEFT JOIN blocks b ON b.hash = p.hash WHERE b.hash IS NULL")]
+    if stale:
+        report.problems.append(f"{len(stale)} pack locations name no known block")
+        if repair:
+            with vol.tree.db.write() as w:
+                pmap.forget(w, stale)
+            report.repaired.append(f"dropped {len(stale)} stale pack locations")
+    unplaced = [r[0] for r in c.execute(
+        "SELECT p.hash FROM packed p LEFT JOIN packs k ON k.id = p.pack WHERE k.id IS NULL")]
+    if unplaced:
+        report.problems.append(f"{len(unplaced)} blocks are placed in packs the metadata "
+                               "does not know")
+    orphans = packs_mod.orphans(vol.store, pmap)
+    if orphans:
+        report.problems.append(f"{len(orphans)} packs in the store belong to no file")
+        if repair:
+            adopted, useless = packs_mod.adopt(vol.store, pmap, orphans)
+            if adopted:
+                report.repaired.append(f"located {adopted} blocks in the indexes of "
+                                       "unknown packs")
+            vol.store.delete_many(packs_mod.pack_key(p) for p in useless)
+            if useless:
+                report.repaired.append(f"deleted {len(useless)} orphaned packs")
+    located = {}
+    for pack, size in pmap.packs().items():
+        entries = pmap.entries(pack)
+        key = packs_mod.pack_key(pack)
+        try:
+            index = {e.name: e for e in packs_mod.index_of(vol.store, key)}
+            damage = None if all(index.get(e.name) == e for e in entries) else \
+                "disagrees with the metadata"
+        except store_mod.NotFound:
+            report.problems.append(f"pack {pack} is missing from the store")
+            located.update((e.name, _LOST) for e in entries)
+            continue
+        except errors.Corrupt as exc:
+            damage = f"is damaged ({exc})"
+        located.update((e.name, packs_mod.Location(pack, e.offset, e.length))
+                       for e in entries)
+        if damage:
+            report.problems.append(f"index of pack {pack} {damage}")
+            if repair:
+                _rebuild_index(vol, report, pack, size, entries)
+    return located
+
+
+def _rebuild_index(vol, report: Report, pack: str, size: int, entries) -> None:
+    """Write the pack again with the index the metadata gives: the blocks' bytes stay
+    where they are (readers are unaffected), each verified against its name first."""
+    key = packs_mod.pack_key(pack)
+    data = vol.store.get(key)
+    if len(data) < size:
+        report.problems.append(f"pack {pack} is shorter than its blocks; not rebuilt")
+        return
+    for e in entries:
+        try:
+            vol.codec.decode(data[e.offset:e.offset + e.length], e.name)
+        except errors.Corrupt as exc:
+            report.problems.append(f"pack {pack}: block {e.name.hex()[:16]} is damaged "
+                                   f"({exc}); index not rebuilt")
+            return
+    vol.store.put(key, data[:size] + packs_mod.tail(entries, size))
+    report.repaired.append(f"rebuilt the index of pack {pack} from the metadata")

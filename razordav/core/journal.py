@@ -36,13 +36,13 @@ from pathlib import Path
 import zstandard
 
 from .. import store as store_mod
-from . import errors
+from . import errors, packs
 from .lease import LeaseLapsed, LeaseLost
 from . import db as db_mod
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2    # 2: names carry the lease term; term markers
+FORMAT_VERSION = 3    # 2: names carry the lease term; term markers. 3: packs, packed
 SEGMENT_PREFIX = "meta/journal/"
 SNAPSHOT_PREFIX = "meta/snapshot/"
 TERM_PREFIX = "meta/term/"
@@ -260,6 +260,8 @@ class Shipper:
                 return False      # never again: another gateway writes this volume now
             try:
                 done = self._ship()
+                if done and getattr(self.vol, "repacker", None) is not None:
+                    self.vol.repacker.run(self.shipped())
                 if done and self._snapshot_due():
                     self.snapshot()
                 self.last_error = None
@@ -391,7 +393,10 @@ class Shipper:
         self.store.remove_leftovers(older_than=3600, prefix="meta/")
 
 
-_SNAP_MAGIC = b"RZSNAP1\n"
+# The snapshot format: 2 may hold packs (an older razordav must refuse it, not read packed
+# blocks as missing objects); 1 is still read.
+_SNAP_MAGIC = b"RZSNAP2\n"
+_SNAP_MAGICS = (_SNAP_MAGIC, b"RZSNAP1\n")
 
 
 # -- restore --
@@ -409,7 +414,10 @@ def restore(store: store_mod.ObjectStore, db_path: Path, progress=None) -> int:
     snap = chain.snapshot()
     if snap:
         data = store.get(snap[-1])
-        if not data.startswith(_SNAP_MAGIC):
+        if not data.startswith(_SNAP_MAGICS):
+            if data.startswith(b"RZSNAP"):
+                raise errors.Corrupt(f"{snap[-1]}: snapshot format {data[6:7].decode('ascii', 'replace')} "
+                                     "is newer than this razordav")
             raise errors.Corrupt(f"{snap[-1]} is not a razordav snapshot")
         db_path.write_bytes(zstandard.ZstdDecompressor().decompress(
             data[len(_SNAP_MAGIC):], max_output_size=1 << 36))
@@ -418,6 +426,11 @@ def restore(store: store_mod.ObjectStore, db_path: Path, progress=None) -> int:
     try:
         seq = _replay(store, tree, chain, seq, progress)
         set_local_value(tree, "lease_term", chain.newest_term())
+        pmap = packs.PackMap(tree.db)
+        located, _ = packs.adopt(store, pmap, packs.orphans(store, pmap))
+        if located:
+            log.info("located %d blocks from the indexes of packs the journal did not name "
+                     "yet", located)
     finally:
         tree.close()
     return seq

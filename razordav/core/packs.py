@@ -17,17 +17,26 @@ the metadata and the pack disagree; a block is read with a ranged GET of its own
 Versioned like every format here: a newer version is refused with a clear error, never
 misread.
 
-Owns the byte layout only: which blocks go into which pack, uploading and repacking belong
-to the cache and the journal. Threading: pure functions and a builder owned by one thread.
+Also owns where each packed block lives: the replicated tables ``packs`` (one row per pack
+in the bucket: its id and the bytes of its blocks) and ``packed`` (block -> pack, offset,
+length), shipped with the rest of the metadata, so ``restore`` brings them back; a block
+with no ``packed`` row is one object of its own (``blocks.block_key``). Building packs is
+the cache's uploader's work, rewriting them ``repack.py``'s. Threading: pure functions, a
+builder owned by one thread, and ``PackMap``, safe from any thread (as ``Database``).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
 import zlib
 from dataclasses import dataclass
 
 from . import errors
+from .db import Database, table
+
+log = logging.getLogger(__name__)
 
 MAGIC, END_MAGIC = b"RZPK", b"KPZR"
 FORMAT_VERSION = 1
@@ -74,10 +83,14 @@ class PackBuilder:
         return len(self.entries)
 
     def finish(self) -> bytes:
-        index = b"".join(ENTRY.pack(e.name, e.offset, e.length) for e in self.entries)
-        trailer = TRAILER.pack(MAGIC, FORMAT_VERSION, 0, len(self.entries), self.size,
-                               zlib.crc32(index), 0, END_MAGIC)
-        return b"".join(self._parts) + index + trailer
+        return b"".join(self._parts) + tail(self.entries, self.size)
+
+
+def tail(entries: list[Entry], size: int) -> bytes:
+    """The index and trailer that follow ``size`` bytes of blocks."""
+    index = b"".join(ENTRY.pack(e.name, e.offset, e.length) for e in entries)
+    return index + TRAILER.pack(MAGIC, FORMAT_VERSION, 0, len(entries), size,
+                                zlib.crc32(index), 0, END_MAGIC)
 
 
 def read_trailer(tail: bytes, pack_size: int) -> tuple[int, int, int]:
@@ -124,3 +137,134 @@ def index_of(store, key: str) -> list[Entry]:
     count, index_at, crc = read_trailer(
         store.get(key, max(0, size - TRAILER.size), TRAILER.size), size)
     return read_index(store.get(key, index_at, count * ENTRY.size), count, crc)
+
+
+# -- where packed blocks live --
+
+table("packs", """
+CREATE TABLE IF NOT EXISTS packs (
+    id TEXT PRIMARY KEY, size INTEGER NOT NULL, blocks INTEGER NOT NULL) WITHOUT ROWID;
+""", ("id", "size", "blocks"), ("id",))
+table("packed", """
+CREATE TABLE IF NOT EXISTS packed (
+    hash BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS packed_pack ON packed (pack, offset);
+""", ("hash", "pack", "offset", "length"), ("hash",), ("hash",))
+# Local: packs that lost a block since they were last looked at (the repacker's to-do list,
+# kept by a trigger in the transaction that drops the block), and packs no metadata names
+# any more, deleted from the bucket once the change that emptied them is shipped (``seq``:
+# the journal row that must be shipped first).
+table("pack_check", """
+CREATE TABLE IF NOT EXISTS pack_check (id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS pack_check_d AFTER DELETE ON packed
+BEGIN INSERT OR IGNORE INTO pack_check VALUES (OLD.pack); END;
+""", replicated=False, snapshot=False)
+table("pack_trash", """
+CREATE TABLE IF NOT EXISTS pack_trash (id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+""", replicated=False, snapshot=False)
+
+
+def forget(c, names) -> None:
+    """Drop the locations of blocks that are gone, inside the caller's write transaction
+    (their packs go on the repacker's to-do list)."""
+    c.executemany("DELETE FROM packed WHERE hash = ?", [(n,) for n in names])
+
+
+def new_pack_id() -> str:
+    return os.urandom(16).hex()
+
+
+@dataclass(frozen=True)
+class Location:
+    pack: str
+    offset: int
+    length: int
+
+    @property
+    def key(self) -> str:
+        return pack_key(self.pack)
+
+
+class PackMap:
+    """The ``packs`` and ``packed`` tables of one volume's database."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        db.create_tables()
+
+    def locate(self, name: bytes) -> Location | None:
+        row = self.db.reader().execute(
+            "SELECT pack, offset, length FROM packed WHERE hash = ?", (name,)).fetchone()
+        return None if row is None else Location(*row)
+
+    def located(self, names) -> set[bytes]:
+        """Which of ``names`` live in a pack."""
+        c = self.db.reader()
+        return {n for n in names
+                if c.execute("SELECT 1 FROM packed WHERE hash = ?", (n,)).fetchone()}
+
+    def record(self, pack_id: str, size: int, entries: list[Entry]) -> None:
+        """A pack reached the bucket: name it and its blocks, in one durable commit (before
+        its blocks count as uploaded, so the journal never ships a block without the row
+        that says where it is)."""
+        with self.db.write() as c:
+            c.execute("INSERT INTO packs VALUES (?, ?, ?)", (pack_id, size, len(entries)))
+            c.executemany("INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
+                          [(e.name, pack_id, e.offset, e.length) for e in entries])
+
+    forget = staticmethod(lambda c, names: forget(c, names))
+
+    def entries(self, pack_id: str) -> list[Entry]:
+        """The blocks the metadata places in ``pack_id``, by offset."""
+        return [Entry(*r) for r in self.db.reader().execute(
+            "SELECT hash, offset, length FROM packed WHERE pack = ? ORDER BY offset",
+            (pack_id,))]
+
+    def packs(self) -> dict[str, int]:
+        """Every pack the metadata knows, with the bytes of its blocks."""
+        return dict(self.db.reader().execute("SELECT id, size FROM packs"))
+
+    def stats(self) -> dict[str, int]:
+        c = self.db.reader()
+        packs, size = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM packs").fetchone()
+        return {"packs": packs, "pack_bytes": size}
+
+
+def orphans(store, pmap: PackMap) -> list[str]:
+    """Packs in the bucket that the metadata does not name (nor has put in the trash)."""
+    known = set(pmap.packs())
+    known.update(r[0] for r in pmap.db.reader().execute("SELECT id FROM pack_trash"))
+    return [info.key.rsplit("/", 1)[1] for info in store.list(PREFIX)
+            if info.key.rsplit("/", 1)[1] not in known]
+
+
+def adopt(store, pmap: PackMap, pack_ids: list[str]) -> tuple[int, list[str]]:
+    """Give the blocks the metadata knows but cannot locate a place in the packs
+    ``pack_ids`` whose own indexes list them (a journal cut between a block's row and its
+    pack's rows, or metadata lost); return (blocks located, packs that helped none). The
+    packs adopted go on the repacker's to-do list (they may hold dead bytes)."""
+    located, useless = 0, []
+    for pack_id in pack_ids:
+        try:
+            entries = index_of(store, pack_key(pack_id))
+        except errors.Corrupt as exc:
+            log.warning("pack %s has no readable index: %s", pack_id, exc)
+            useless.append(pack_id)
+            continue
+        with pmap.db.write() as c:
+            wanted = [e for e in entries
+                      if c.execute("SELECT 1 FROM blocks WHERE hash = ?", (e.name,)).fetchone()
+                      and not c.execute("SELECT 1 FROM packed WHERE hash = ?",
+                                        (e.name,)).fetchone()]
+            if not wanted:
+                useless.append(pack_id)
+                continue
+            size = max(e.offset + e.length for e in entries)
+            c.execute("INSERT OR IGNORE INTO packs VALUES (?, ?, ?)",
+                      (pack_id, size, len(entries)))
+            c.executemany("INSERT INTO packed VALUES (?, ?, ?, ?)",
+                          [(e.name, pack_id, e.offset, e.length) for e in wanted])
+            c.execute("INSERT OR IGNORE INTO pack_check VALUES (?)", (pack_id,))
+        located += len(wanted)
+    return located, useless

@@ -35,6 +35,8 @@ from .publish import Publisher
 from .journal import Shipper, begin_term
 from .lease import Lease, gateway_id
 from .extents import Extents
+from .packs import PackMap
+from .repack import Repacker
 from .tree import Attr, Tree, check_name, split_path
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,13 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_BLOCK_SIZE = 4 << 20
 DEFAULT_CACHE_SIZE = 10 << 30
+# Packs (docs/design.md, "Packs"): blocks stored this small or smaller travel in packs of
+# about PACK_SIZE; a pack whose live bytes fall under REPACK_BELOW of it is rewritten, with
+# at most REPACK_SHARE of the time spent on uploads. Chosen by scripts/bench_packs.py.
+PACK_THRESHOLD = 512 << 10
+PACK_SIZE = 8 << 20
+REPACK_BELOW = 0.5
+REPACK_SHARE = 0.1
 
 
 class Volume:
@@ -59,6 +68,8 @@ class Volume:
         self.readahead = readahead
         self.lease: Lease | None = None
         self.shipper: Shipper | None = None
+        self.packs: PackMap = cache.packs or PackMap(tree.db)
+        self.repacker: Repacker | None = None
         self.publisher = Publisher(tree, self.extents, cache, codec, workers)
         self.files: OpenFiles | None = None     # the write buffers, from ``open`` on
         # ``lock_check(path)`` raises ``errors.Locked`` when a WebDAV lock covers ``path``;
@@ -80,7 +91,10 @@ class Volume:
              upload_delay: float = 0.0, upload_delay_max: float = 30.0,
              workers: int | None = None, readahead: int = 4, journal_interval: float = 2.0,
              snapshot_interval: float = 600.0, lease_ttl: float = 30.0,
-             takeover: bool = False, small_block: int = SMALL_BLOCK) -> "Volume":
+             takeover: bool = False, small_block: int = SMALL_BLOCK,
+             pack_threshold: int = PACK_THRESHOLD, pack_size: int = PACK_SIZE,
+             repack_below: float = REPACK_BELOW,
+             repack_share: float = REPACK_SHARE) -> "Volume":
         """Open (creating if needed) the volume in ``data_dir`` over the given store.
 
         ``store_url`` defaults to a local store inside the data dir. The block size is fixed
@@ -89,6 +103,9 @@ class Volume:
         ``collect_garbage``/``close`` ask). Raises ``VolumeError`` when another gateway
         holds the volume's lease (unless ``takeover``). Blocks up to ``small_block`` bytes
         (as stored) wait for upload in the metadata database (0: every block in a file).
+        Blocks up to ``pack_threshold`` bytes (as stored; 0: none) go to the store in packs
+        of about ``pack_size`` bytes; packs with less than ``repack_below`` of their bytes
+        still in use are rewritten, taking at most ``repack_share`` of the upload time.
         """
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,10 +156,13 @@ class Volume:
                            dirty_limit=dirty_limit, uploaders=uploaders,
                            upload_paused=upload_paused, upload_delay=upload_delay,
                            upload_delay_max=upload_delay_max, db=tree.db,
-                           small_block=small_block)
+                           small_block=small_block, packs=PackMap(tree.db),
+                           pack_threshold=pack_threshold, pack_size=pack_size)
         vol = cls(data_dir, store, tree, desc["block_size"], cache, codec, desc["volume_id"],
                   workers or max(2, os.cpu_count() or 2), readahead)
         vol.lease = lease
+        vol.repacker = Repacker(vol, below=repack_below, share=repack_share,
+                                pack_size=pack_size)
         tree.db.before_durable.append(cache.make_durable)
         vol._recover()
         cache.start()
@@ -169,6 +189,8 @@ class Volume:
                      len(stray) + len(unindexed))
             self.cache.discard(stray)
             stray += unindexed
+            with self.tree.db.write() as c:     # packed before the crash: locations go too
+                self.packs.forget(c, stray)
             try:
                 self.store.delete_many(block_key(n) for n in stray)
             except Exception as exc:  # the store is down: fsck --repair finds them later
@@ -532,8 +554,10 @@ class Volume:
             if not claimed:
                 continue
             try:
+                packed = self.packs.located(claimed)
                 self.cache.discard(claimed)
-                self.store.delete_many(block_key(n) for n in claimed)
+                # A packed block's bytes stay in its pack until the repacker rewrites it.
+                self.store.delete_many(block_key(n) for n in claimed if n not in packed)
                 total += len(self.extents.forget_blocks(claimed))
             finally:
                 self.publisher.pins.release(claimed)
@@ -592,7 +616,8 @@ class Volume:
         tree = {**self.tree.stats(), **self.extents.stats()}
         counts = getattr(self.store, "request_counts", dict)()
         return {"volume_id": self.volume_id, "block_size": self.block_size,
-                **tree, **self.cache.figures(),
+                **tree, **self.cache.figures(), **self.packs.stats(),
+                **(self.repacker.stats if self.repacker else {}),
                 # logical bytes per unique block byte: 2.0 means every block is stored once
                 # for two uses
                 "dedup_ratio": tree["logical_bytes"] / tree["block_raw_bytes"]

@@ -315,6 +315,14 @@ class _Families:
                        "Logical bytes / raw bytes of distinct blocks (above 1: dedup saves)",
                        labels=t),
             "inodes": g("razordav_inodes", "Files and directories", labels=t),
+            "packs": g("razordav_packs", "Packs in the store (objects holding small blocks)",
+                       labels=t),
+            "pack_bytes": g("razordav_pack_bytes", "Bytes of blocks in packs, live or dead",
+                            labels=t),
+            "packs_uploaded": c("razordav_packs_uploaded", "Packs uploaded (new blocks)",
+                                labels=t),
+            "packs_rewritten": c("razordav_packs_rewritten",
+                                 "Sparse packs rewritten by the repacker", labels=t),
             "journal": g("razordav_journal_pending_rows",
                          "Metadata changes not yet shipped to the store", labels=t),
             "lease_held": g("razordav_lease_held",
@@ -336,8 +344,11 @@ class _Families:
 
     def add_volume(self, tenant: str, fig: dict, counts: dict, backend: str) -> None:
         t = [tenant]
-        for key in ("hits", "misses", "evictions", "uploads", "upload_errors"):
+        for key in ("hits", "misses", "evictions", "uploads", "upload_errors",
+                    "packs_uploaded", "packs_rewritten"):
             self._put(key, t, fig.get(key, 0))
+        for key in ("packs", "pack_bytes"):
+            self._put(key, t, fig.get(key))
         for key in ("hit_ratio", "cache_bytes", "cache_limit", "dirty_bytes"):
             self._put(key, t, fig.get({"hit_ratio": "hit_rate"}.get(key, key)))
         self._put("queue", t, fig.get("upload_queue"))

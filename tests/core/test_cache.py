@@ -1,6 +1,7 @@
 """The block cache: eviction never drops dirty blocks, the upload queue survives a restart,
 the dirty limit turns into NoSpace, and a failing store keeps blocks queued."""
 
+import functools
 import os
 import sqlite3
 import time
@@ -13,6 +14,13 @@ from razordav.store import ObjectStore
 from razordav.store.local import LocalStore
 
 from .conftest import BS, store_objects
+
+
+@pytest.fixture
+def open_volume(open_volume):
+    """Blocks upload one object each here (the uploader's queue, delays and crashes);
+    packs have their own tests in test_pack_store.py."""
+    return functools.partial(open_volume, pack_threshold=0)
 
 
 def test_eviction_keeps_dirty_blocks(open_volume):

@@ -214,7 +214,7 @@ def test_partition_during_background_work(gw, phase):
 def test_slow_network_requests_past_the_bound_are_aborted(gw):
     """A network that delays writes beyond the bound: the write is aborted, never applied
     late; the block stays queued and goes once the network is fast again."""
-    vol = gw.open("a", lease_ttl=3, upload_delay=0)
+    vol = gw.open("a", lease_ttl=3, upload_delay=0, pack_threshold=0)   # uploads at once
     bound = vol.net.bound
     assert bound == pytest.approx(vol.lease.request_bound)
     vol.net.delay = lambda op, key: bound * 2 if key.startswith("blocks/") else 0.0

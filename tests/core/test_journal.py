@@ -125,7 +125,7 @@ def test_segments_wait_for_their_blocks(open_volume):
 
 
 def test_blocks_are_deleted_only_after_the_unlink_is_shipped(open_volume):
-    vol = open_volume()
+    vol = open_volume(pack_threshold=0)     # one object per block (packs: test_pack_store.py)
     vol.write_file("/f", os.urandom(2 * BS))
     vol.collect_garbage()
     vol.unlink("/f")

@@ -2,14 +2,24 @@
 of the commit that names them, so one flush of the log makes a small write durable. Then
 they move to cache files; GC, eviction, dedup, restarts and snapshots know them."""
 
+import functools
 import os
 import sqlite3
+
+import pytest
 
 from razordav.core import cache as cache_mod
 from razordav.core.blocks import block_key
 
 from .conftest import BS, store_objects
 from .test_cache import _crash
+
+
+@pytest.fixture
+def open_volume(open_volume):
+    """Blocks upload one object each here (the uploader's queue, delays and crashes);
+    packs have their own tests in test_pack_store.py."""
+    return functools.partial(open_volume, pack_threshold=0)
 
 
 def rows(vol) -> set[bytes]:

@@ -60,7 +60,8 @@ def test_compression_text_under_half_random_at_most_101_percent(open_volume):
     assert stored_bytes(vol) - before <= 20 * MiB * 1.01
 
 
-def test_overwrite_publishes_new_content_and_collects_old_blocks(vol):
+def test_overwrite_publishes_new_content_and_collects_old_blocks(open_volume):
+    vol = open_volume(pack_threshold=0)     # one object per block (packs: test_pack_store.py)
     vol.write_file("/f", os.urandom(3 * BS))
     new = os.urandom(2 * BS)
     vol.write_file("/f", new)

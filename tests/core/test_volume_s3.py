@@ -24,28 +24,36 @@ def moto_volume(tmp_path, monkeypatch):
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="vol")
 
-        def _open():
+        def _open(**kw):
             return Volume.open(tmp_path / "data", "s3://vol/prefix", block_size=64 * 1024,
-                               journal_interval=0)
+                               journal_interval=0, **kw)
         yield _open
 
 
-def test_volume_on_moto_roundtrip_and_cold_cache(moto_volume, tmp_path):
-    vol = moto_volume()
+@pytest.mark.parametrize("packs", [False, True], ids=["objects", "packs"])
+def test_volume_on_moto_roundtrip_and_cold_cache(moto_volume, tmp_path, packs):
+    """11 blocks of 64 KiB: one object each, or (below the pack threshold) one pack read
+    back with a ranged GET per block; either way all are collected after the unlink."""
+    kw = {} if packs else {"pack_threshold": 0}
+    vol = moto_volume(**kw)
     data = os.urandom(700_000)
     vol.mkdir("/d")
     vol.write_file("/d/f", data)
     assert vol.cache.wait_uploaded(30)
     keys = [o.key for o in vol.store.list("")]
-    assert "volume.json" in keys and sum(k.startswith("blocks/") for k in keys) == 11
+    assert "volume.json" in keys
+    assert sum(k.startswith("blocks/") for k in keys) == (0 if packs else 11)
+    assert sum(k.startswith("packs/") for k in keys) == (1 if packs else 0)
     vol.close()
     shutil.rmtree(tmp_path / "data" / "cache")
-    vol = moto_volume()
+    vol = moto_volume(**kw)
     assert vol.read_file("/d/f") == data
     assert vol.cache.stats["misses"] == 11
+    assert vol.cache.stats["fetched_bytes"] < 700_000 + 11 * 64   # ranges, not whole packs
     vol.unlink("/d/f")
     assert vol.collect_garbage() == 11
     assert [o.key for o in vol.store.list("blocks/")] == []
+    assert [o.key for o in vol.store.list("packs/")] == []
     assert check_tree(vol.tree) == []
     vol.close()
 

@@ -50,6 +50,13 @@ def test_flags_override_config_file(tmp_path):
     ("upload_delay: soon\n", "upload_delay must be a number of seconds"),
     ("upload_delay: -1\n", "upload_delay must be between 0 and 600"),
     ("upload_delay: 10\nupload_delay_max: 5\n", "upload_delay_max must be between"),
+    ("pack_threshold: big\n", "invalid size"),
+    ("pack_threshold: 32M\n", "pack_threshold must be between 0"),
+    ("pack_size: 100K\n", "pack_size must be between 1M"),
+    ("pack_threshold: 8M\npack_size: 8M\n", "twice pack_threshold"),
+    ("repack_below: 1\n", "repack_below must be at least 0"),
+    ("repack_below: half\n", "repack_below must be a fraction"),
+    ("repack_share: 0\n", "repack_share must be above 0"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, content, message):
     cfg = tmp_path / "c.yaml"

@@ -1,0 +1,405 @@
+"""Packs wired in: small blocks travel to the bucket together, are read back with ranged
+GETs, are collected and repacked, survive crashes, and come back with ``restore``; fsck
+checks and repairs them; a volume written before packs keeps working."""
+
+import os
+import sqlite3
+import tarfile
+import time
+
+import pytest
+
+from razordav.core import packs
+from razordav.core.blocks import block_key
+from razordav.core.journal import restore
+from razordav.core.volume import Volume
+from razordav.store.local import LocalStore
+
+from .conftest import BS, store_objects
+from .test_cache import _crash
+
+
+class CountingStore(LocalStore):
+    """The local store, counting requests per kind, with a switch that fails pack PUTs."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.calls: list[tuple[str, str, int | None]] = []
+        self.fail_packs = False
+
+    def get(self, key, offset=0, length=None):
+        self.calls.append(("get", key, length))
+        return super().get(key, offset, length)
+
+    def put(self, key, data, **kw):
+        if self.fail_packs and key.startswith(packs.PREFIX):
+            raise OSError("endpoint unreachable")
+        self.calls.append(("put", key, len(data)))
+        return super().put(key, data, **kw)
+
+
+def small_files(n, size=3000):
+    return {f"/s/{i:03}.txt": os.urandom(size) for i in range(n)}
+
+
+def write_all(vol, files):
+    vol.mkdir("/s")
+    for path, data in files.items():
+        vol.write_file(path, data)
+
+
+def packed_names(vol) -> set[bytes]:
+    return {r[0] for r in vol.tree.db.reader().execute("SELECT hash FROM packed")}
+
+
+def bucket_packs(vol) -> list[str]:
+    return [o.key for o in vol.store.list(packs.PREFIX)]
+
+
+def wipe_cache(tmp_path, data_dir="data"):
+    """Reopen cold: the local block cache gone, the metadata kept."""
+    import shutil
+    shutil.rmtree(tmp_path / data_dir / "cache")
+
+
+def test_small_blocks_go_in_one_pack_and_big_ones_alone(open_volume):
+    vol = open_volume(pack_threshold=8 << 10)
+    files = small_files(20)
+    write_all(vol, files)
+    vol.write_file("/big", os.urandom(BS))           # one 16 KiB block: over the threshold
+    assert vol.cache.wait_uploaded(10)
+    assert len(bucket_packs(vol)) == 1
+    assert len(store_objects(vol)) == 1              # the big block, as its own object
+    assert len(packed_names(vol)) == 20
+    (pack_id, size), = vol.packs.packs().items()
+    entries = packs.index_of(vol.store, packs.pack_key(pack_id))
+    assert {e.name for e in entries} == packed_names(vol)
+    assert size == sum(e.length for e in entries)
+    for path, data in files.items():
+        assert vol.read_file(path) == data
+
+
+def test_a_partial_pack_waits_for_upload_delay_max_a_full_one_goes_at_once(open_volume):
+    vol = open_volume(upload_delay=0, upload_delay_max=1.5, pack_size=64 << 10)
+    write_all(vol, small_files(3))                   # 9 KB: far from a full pack
+    time.sleep(0.5)
+    assert bucket_packs(vol) == [] and vol.cache.dirty_bytes > 0
+    deadline = time.monotonic() + 10
+    while vol.cache.dirty_bytes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(bucket_packs(vol)) == 1 and vol.cache.dirty_bytes == 0
+    for i in range(25):                              # 75 KB: a full pack without waiting
+        vol.write_file(f"/s/more-{i}", os.urandom(3000))
+    deadline = time.monotonic() + 1.0
+    while len(bucket_packs(vol)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(bucket_packs(vol)) >= 2
+
+
+def test_cold_reads_fetch_only_the_block_with_a_ranged_get(open_volume, tmp_path):
+    store = CountingStore(tmp_path / "store")
+    vol = open_volume(store=store)
+    files = small_files(30)
+    write_all(vol, files)
+    assert vol.cache.wait_uploaded(10)
+    vol.close()
+    wipe_cache(tmp_path)
+    store.calls.clear()
+    vol = open_volume(store=store)
+    path = "/s/007.txt"
+    assert vol.read_file(path) == files[path]
+    gets = [c for c in store.calls if c[0] == "get" and c[1].startswith(packs.PREFIX)]
+    assert len(gets) == 1 and gets[0][2] < 3100      # one block's bytes, not the pack
+    assert vol.cache.stats["fetched_bytes"] < 3100
+
+
+def test_dedup_holds_across_packs_and_single_objects(open_volume):
+    vol = open_volume(pack_threshold=8 << 10)
+    small, big = os.urandom(2000), os.urandom(BS)
+    vol.write_file("/a", small + b"")
+    vol.write_file("/b", big)
+    vol.write_file("/c", os.urandom(500))            # a second small block: a pack of two
+    assert vol.cache.wait_uploaded(10)
+    puts = vol.cache.stats["uploads"]
+    vol.write_file("/a2", small)                     # same content as a packed block
+    vol.write_file("/b2", big)                       # same as a single object
+    assert vol.cache.wait_uploaded(10)
+    assert vol.cache.stats["uploads"] == puts
+    assert vol.read_file("/a2") == small and vol.read_file("/b2") == big
+
+
+def test_gc_repacks_a_sparse_pack_and_deletes_the_old_one_after_shipping(open_volume,
+                                                                          tmp_path):
+    store = CountingStore(tmp_path / "store")
+    vol = open_volume(store=store, repack_share=1.0)
+    files = small_files(10)
+    write_all(vol, files)
+    vol.collect_garbage()
+    old, = vol.packs.packs()
+    for path in list(files)[:7]:
+        vol.unlink(path)
+        del files[path]
+    vol.cache.wait_uploaded(10)
+    # One round: the unlinks ship, GC drops the 7 blocks, the repacker rewrites the pack.
+    assert vol.shipper.run_once()
+    new = set(vol.packs.packs())
+    assert old not in new and len(new) == 1
+    # Not deleted before the switch itself is shipped.
+    assert store.exists(packs.pack_key(old))
+    assert vol.shipper.run_once() and vol.shipper.pending() == 0
+    assert not store.exists(packs.pack_key(old))
+    assert vol.repacker.stats["packs_rewritten"] == 1
+    vol.close()
+    wipe_cache(tmp_path)
+    vol = open_volume(store=store)
+    for path, data in files.items():
+        assert vol.read_file(path) == data
+    assert vol.fsck().clean
+
+
+def test_a_pack_nothing_uses_is_deleted(open_volume):
+    vol = open_volume()
+    files = small_files(5)
+    write_all(vol, files)
+    vol.collect_garbage()
+    assert len(bucket_packs(vol)) == 1
+    for path in files:
+        vol.unlink(path)
+    assert vol.collect_garbage() == 5
+    assert bucket_packs(vol) == [] and vol.packs.packs() == {}
+
+
+def test_repacking_is_paced_to_its_share(open_volume):
+    vol = open_volume(repack_share=0.01)
+    write_all(vol, small_files(20))
+    vol.collect_garbage()
+    for i in range(15):
+        vol.unlink(f"/s/{i:03}.txt")
+    vol.collect_garbage()
+    assert vol.repacker.stats["packs_rewritten"] == 1
+    spent = vol.repacker.stats["repack_seconds"]
+    assert vol.repacker._next - time.monotonic() > spent * 50   # 1 % of the time, at most
+    write_all_more = small_files(10)
+    for path, data in write_all_more.items():
+        vol.write_file(path.replace("/s/", "/s/x"), data)
+    vol.collect_garbage()
+    for path in write_all_more:
+        vol.unlink(path.replace("/s/", "/s/x"))
+    vol.collect_garbage()
+    assert vol.repacker.stats["packs_rewritten"] == 1           # the next one waits its turn
+
+
+def test_a_failed_pack_upload_loses_nothing_and_a_crash_then_too(open_volume, tmp_path):
+    store = CountingStore(tmp_path / "store")
+    vol = open_volume(store=store, upload_delay=0, upload_delay_max=0.2)
+    store.fail_packs = True
+    files = small_files(6)
+    write_all(vol, files)
+    time.sleep(1.0)
+    assert vol.cache.stats["upload_errors"] >= 1 and vol.cache.dirty_bytes > 0
+    assert vol.shipper.run_once() is False or vol.shipper.pending() > 0  # rows wait
+    _crash(vol)                                      # kill -9 with the pack never uploaded
+    store.fail_packs = False
+    vol = open_volume(store=store)
+    assert vol.cache.wait_uploaded(10)
+    for path, data in files.items():
+        assert vol.read_file(path) == data
+    assert vol.fsck().clean
+
+
+def test_a_crash_between_pack_upload_and_its_rows_leaves_an_orphan_fsck_removes(
+        open_volume, tmp_path, monkeypatch):
+    store = CountingStore(tmp_path / "store")
+    vol = open_volume(store=store)
+    files = small_files(6)
+    write_all(vol, files)
+
+    def crash(*a, **kw):
+        raise OSError("killed before the commit")
+    monkeypatch.setattr(vol.packs, "record", crash)
+    vol.cache.wait_uploaded(2)                       # the pack reaches the bucket, no rows
+    assert len(bucket_packs(vol)) >= 1 and vol.cache.dirty_bytes > 0
+    _crash(vol)
+    monkeypatch.undo()
+    vol = open_volume(store=store)
+    assert vol.cache.wait_uploaded(10)
+    for path, data in files.items():
+        assert vol.read_file(path) == data
+    report = vol.fsck()
+    assert any("packs in the store belong to no file" in p for p in report.problems)
+    report = vol.fsck(repair=True)
+    assert any("deleted" in r and "orphaned packs" in r for r in report.repaired)
+    assert vol.fsck().clean and len(bucket_packs(vol)) == 1
+
+
+def test_restore_brings_back_a_volume_in_packs(open_volume, tmp_path):
+    vol = open_volume()
+    files = small_files(40)
+    write_all(vol, files)
+    vol.write_file("/big", os.urandom(5 * BS))
+    vol.collect_garbage()
+    vol.shipper.snapshot()
+    vol.write_file("/s/late.txt", b"after the snapshot")
+    files["/s/late.txt"] = b"after the snapshot"
+    vol.collect_garbage()
+    vol.close()
+    (tmp_path / "r").mkdir()
+    restore(LocalStore(tmp_path / "store"), tmp_path / "r" / "meta.db")
+    again = open_volume("r")
+    for path, data in files.items():
+        assert again.read_file(path) == data
+    assert again.fsck().clean
+
+
+def test_restore_locates_blocks_whose_pack_rows_the_journal_lacks(open_volume, tmp_path):
+    """A journal cut between a block's row and its pack's rows (then the gateway lost):
+    restore finds the blocks in the pack's own index."""
+    vol = open_volume()
+    files = small_files(8)
+    write_all(vol, files)
+    assert vol.cache.wait_uploaded(10)
+    with vol.tree.db.write() as c:                   # the segment with these never shipped
+        c.execute("""DELETE FROM journal WHERE op LIKE '["packs",%' OR op LIKE '["packed",%'""")
+    vol.collect_garbage()
+    vol.close()
+    (tmp_path / "r").mkdir()
+    restore(LocalStore(tmp_path / "store"), tmp_path / "r" / "meta.db")
+    again = open_volume("r")
+    assert len(packed_names(again)) == 8
+    for path, data in files.items():
+        assert again.read_file(path) == data
+
+
+def test_fsck_rebuilds_a_damaged_pack_index(open_volume, tmp_path):
+    vol = open_volume()
+    files = small_files(6)
+    write_all(vol, files)
+    vol.collect_garbage()
+    (pack_id, _size), = vol.packs.packs().items()
+    path = tmp_path / "store" / packs.pack_key(pack_id)
+    data = bytearray(path.read_bytes())
+    data[-packs.TRAILER.size - 5] ^= 0xFF            # inside the index
+    path.write_bytes(bytes(data))
+    report = vol.fsck()
+    assert any(f"index of pack {pack_id}" in p for p in report.problems)
+    report = vol.fsck(repair=True)
+    assert any("rebuilt the index" in r for r in report.repaired)
+    assert vol.fsck(full=True).clean
+    assert len(packs.index_of(vol.store, packs.pack_key(pack_id))) == 6
+
+
+def test_fsck_reports_a_missing_pack_and_reuploads_what_the_cache_has(open_volume, tmp_path):
+    vol = open_volume()
+    files = small_files(4)
+    write_all(vol, files)
+    vol.collect_garbage()
+    (pack_id, _size), = vol.packs.packs().items()
+    os.unlink(tmp_path / "store" / packs.pack_key(pack_id))
+    report = vol.fsck()
+    assert any(f"pack {pack_id} is missing" in p for p in report.problems)
+    report = vol.fsck(repair=True)
+    assert sum("uploaded block" in r for r in report.repaired) == 4
+    vol.close()
+    wipe_cache(tmp_path)
+    vol = open_volume()
+    for path, data in files.items():
+        assert vol.read_file(path) == data      # from their own objects now
+
+
+def test_fsck_full_finds_a_corrupt_block_inside_a_pack(open_volume, tmp_path):
+    vol = open_volume()
+    write_all(vol, small_files(3))
+    vol.collect_garbage()
+    (pack_id, _size), = vol.packs.packs().items()
+    path = tmp_path / "store" / packs.pack_key(pack_id)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF                                # inside the first block
+    path.write_bytes(bytes(data))
+    assert vol.fsck().clean                          # the index is fine
+    report = vol.fsck(full=True)
+    assert any(f"is corrupt in pack {pack_id}" in p for p in report.problems)
+
+
+def test_an_aborted_write_leaves_no_pack_location(open_volume, monkeypatch):
+    vol = open_volume()
+    write_all(vol, small_files(2))
+    w = vol.open_write("/s/aborted")
+    w.write(os.urandom(3000))
+    w.write(os.urandom(3000))
+    vol.cache.wait_uploaded(10)                      # its blocks packed before the abort
+    w.abort()
+    assert {r[0] for r in vol.tree.db.reader().execute(
+        "SELECT p.hash FROM packed p LEFT JOIN blocks b ON b.hash = p.hash "
+        "WHERE b.hash IS NULL")} == set()
+
+
+# -- a volume written by the previous main (7cf5a1f, before packs) --
+
+OLD = {"/docs/a.txt": b"alpha " * 5000, "/big.bin": bytes(range(256)) * 1000,
+       "/after-snapshot.txt": b"later " * 100,
+       **{f"/pending-{i}.txt": f"pending {i} ".encode() * 300 for i in range(5)}}
+
+
+def _old_volume(tmp_path):
+    fixture = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures",
+                           "volume-7cf5a1f.tar.gz")
+    with tarfile.open(fixture) as tar:
+        tar.extractall(tmp_path / "old", filter="data")
+    return tmp_path / "old"
+
+
+def test_volume_of_the_previous_main_opens_packs_its_pending_blocks_and_restores(tmp_path):
+    """Its data dir (crashed with small blocks waiting in the database, rows unshipped)
+    opens; the waiting blocks go up in a pack; the bucket (a format-1 snapshot, format-2
+    segments, then format-3 ones) restores with every file readable from a cold cache."""
+    old = _old_volume(tmp_path)
+    url = (old / "store").as_uri()
+    vol = Volume.open(old / "data", store_url=url, journal_interval=0)
+    for path, data in OLD.items():
+        assert vol.read_file(path) == data
+    assert vol.cache.wait_uploaded(10)
+    assert len(packed_names(vol)) == 5               # the five pending blocks, in one pack
+    vol.write_file("/new.txt", b"new " * 100)
+    vol.collect_garbage()
+    assert vol.fsck().clean
+    vol.close()
+    store = LocalStore(old / "store")
+    # The old blocks stay where they were; /new.txt's lone block went alone (a pack of one
+    # would cost the same request).
+    assert len(list(store.list("blocks/"))) == 5
+    want = {**OLD, "/new.txt": b"new " * 100}
+    again = _restored(tmp_path / "r1", store, url, want)  # old snapshot, old + new segments
+    again.shipper.snapshot()                         # a snapshot of the new format
+    again.close()
+    _restored(tmp_path / "r2", store, url, want).close()
+
+
+def _restored(r, store, url, want):
+    r.mkdir()
+    restore(store, r / "meta.db")
+    again = Volume.open(r, store_url=url, journal_interval=0)
+    for path, data in want.items():
+        assert again.read_file(path) == data
+    return again
+
+
+def test_an_older_razordav_refuses_a_new_snapshot_clearly(tmp_path):
+    from razordav.core import errors, journal
+    store = LocalStore(tmp_path / "store")
+    store.put(journal.snapshot_key(5, 1), b"RZSNAP9\n" + b"x")
+    with pytest.raises(errors.Corrupt, match="newer than this razordav"):
+        restore(store, tmp_path / "meta.db")
+
+
+def test_pack_rows_do_not_reach_a_database_without_the_tables(tmp_path):
+    """The new tables exist in a database the previous main created (opened above);
+    a direct look that they are created on open."""
+    old = _old_volume(tmp_path)
+    names = {r[0] for r in sqlite3.connect(old / "data" / "meta.db").execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "packs" not in names
+    vol = Volume.open(old / "data", store_url=(old / "store").as_uri(), journal_interval=0)
+    vol.close()
+    names = {r[0] for r in sqlite3.connect(old / "data" / "meta.db").execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"packs", "packed", "pack_check", "pack_trash"} <= names
