@@ -52,9 +52,22 @@ def weed(tmp_path):
     srv.stop()
 
 
-def test_kill_9_under_16_parallel_puts_loses_nothing_acknowledged(tmp_path, seaweedfs):
+# Packs: with the defaults small blocks wait (up to 30 s) for a full pack, so a kill
+# mostly finds them local; "packs" uploads 1 MiB packs continuously, so kills land while
+# packs are built, uploading, or uploaded with their rows not yet committed.
+PACKS_NOW = "upload_delay: 0\nupload_delay_max: 0.5\npack_size: 1M\n"
+
+
+@pytest.mark.parametrize("config", [None, PACKS_NOW], ids=["defaults", "packs"])
+def test_kill_9_under_16_parallel_puts_loses_nothing_acknowledged(tmp_path, seaweedfs,
+                                                                   config):
     bucket = seaweedfs.make_bucket("kill9")
-    srv = RazorServer(tmp_path / "data", store=f"s3://{bucket}/v", endpoint=seaweedfs.endpoint)
+    extra = []
+    if config:
+        (tmp_path / "c.yaml").write_text(config)
+        extra = ["--config", str(tmp_path / "c.yaml")]
+    srv = RazorServer(tmp_path / "data", store=f"s3://{bucket}/v", endpoint=seaweedfs.endpoint,
+                      extra=extra)
     acked: dict[str, str] = {}                  # path -> sha256 of what was acknowledged
     later: dict[str, set] = {}                  # path -> PUTs sent after it, unanswered
     lock = threading.Lock()
