@@ -151,18 +151,20 @@ CREATE TABLE IF NOT EXISTS packed (
     length INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS packed_pack ON packed (pack, offset);
 """, ("hash", "pack", "offset", "length"), ("hash",), ("hash",))
-# Local: packs that lost a block since they were last looked at (the repacker's to-do list,
-# kept by a trigger in the transaction that drops the block), and packs no metadata names
-# any more, deleted from the bucket once the change that emptied them is shipped (``seq``:
-# the journal row that must be shipped first).
+# Not replicated (derived from the rows above, or about this volume's bucket only), but
+# carried in snapshots so a restored gateway goes on with them: packs that lost a block since
+# they were last looked at (the repacker's to-do list, kept by a trigger in the transaction
+# that drops the block; a replay's deletes fire it too), and packs no metadata names any
+# more, deleted from the bucket once the change that emptied them is shipped (``seq``: the
+# journal row that must be shipped first; a snapshot is taken with everything shipped).
 table("pack_check", """
 CREATE TABLE IF NOT EXISTS pack_check (id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS pack_check_d AFTER DELETE ON packed
 BEGIN INSERT OR IGNORE INTO pack_check VALUES (OLD.pack); END;
-""", replicated=False, snapshot=False)
+""", replicated=False)
 table("pack_trash", """
 CREATE TABLE IF NOT EXISTS pack_trash (id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-""", replicated=False, snapshot=False)
+""", replicated=False)
 
 
 def forget(c, names) -> None:
