@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 # files: their commit rides in the log ahead of the commit that names them, so one flush of
 # the log makes both durable (a file costs a create, an fsync and a directory fsync).
 SMALL_BLOCK = (64 << 10) + HEADER.size
+# Pack read-ahead: how far a GET runs on past a block that follows the previous miss in its
+# pack, and the gap between blocks it reads across (dead bytes are read too).
+PACK_READAHEAD = 1 << 20
+PACK_GAP = 64 << 10
 
 table("cache_blocks", """
 CREATE TABLE IF NOT EXISTS cache_blocks (
@@ -112,6 +116,8 @@ class BlockCache:
         self.pack_size = pack_size
         self._small: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._small_bytes = 0
+        # pack -> where the last miss in it ended (``_get_stored``'s read-ahead)
+        self._pack_next: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._uploading: set[str] = set()
         self._inflight: dict[str, Future] = {}
         self._hot: collections.OrderedDict[str, bytes] = collections.OrderedDict()
@@ -519,30 +525,90 @@ class BlockCache:
             self.stats["misses"] += 1
         return fut
 
-    def _get_stored(self, name: bytes) -> bytes:
+    def _get_stored(self, name: bytes) -> tuple[bytes, list]:
         """A block's stored form from the bucket: a ranged GET of its bytes in a pack, or its
-        own object. A pack rewritten meanwhile (``repack.py``) is looked up again."""
+        own object. A pack rewritten meanwhile (``repack.py``) is looked up again.
+
+        Pack read-ahead: when this miss follows the previous miss in the same pack (small
+        files read in the order they were written: a copy, a restore, a build), the GET
+        runs on over the blocks after it, up to ``PACK_READAHEAD`` bytes; those come back as
+        (location, stored bytes) pairs for ``_keep_fetched``. A lone miss reads its block only.
+        """
         for _attempt in range(3):
             loc = self.packs.locate(name) if self.packs is not None else None
             if loc is None:
-                return self.store.get(block_key(name))
+                return self.store.get(block_key(name)), []
+            run = self._pack_run(loc)
+            end = run[-1].offset + run[-1].length if run else loc.offset + loc.length
             try:
-                data = self.store.get(loc.key, loc.offset, loc.length)
+                data = self.store.get(loc.key, loc.offset, end - loc.offset)
             except store_mod.NotFound:
                 if self.packs.locate(name) != loc:
                     continue      # moved to another pack while we asked
                 raise
-            if len(data) != loc.length:
+            if len(data) != end - loc.offset:
                 raise errors.Corrupt(f"block {name.hex()[:16]}: pack {loc.pack} is shorter "
                                      "than its index says")
-            return data
+            with self._lock:
+                self._pack_next[loc.pack] = end
+                while len(self._pack_next) > 64:
+                    self._pack_next.popitem(last=False)
+            more = [(e, data[e.offset - loc.offset:e.offset - loc.offset + e.length])
+                    for e in run]
+            return data[:loc.length], more
         raise store_mod.NotFound(f"block {name.hex()[:16]} keeps moving between packs")
+
+    def _pack_run(self, loc) -> list:
+        """The blocks after ``loc`` in its pack worth reading along (see ``_get_stored``)."""
+        with self._lock:
+            last = self._pack_next.get(loc.pack)
+        if last is None or not 0 <= loc.offset - last <= PACK_GAP:
+            return []
+        run, end = [], loc.offset + loc.length
+        for e in self.packs.after(loc.pack, end, PACK_READAHEAD):
+            if e.offset - end > PACK_GAP:
+                break
+            with self._lock:
+                if e.name.hex() in self._entries or e.name.hex() in self._inflight:
+                    break
+            run.append(e)
+            end = e.offset + e.length
+        return run
+
+    def _keep_fetched(self, more: list) -> None:
+        """Verify and cache, clean, the blocks a pack read-ahead brought along; a damaged
+        one is skipped (a read of it later fetches it again and reports it)."""
+        for e, data in more:
+            hexname = e.name.hex()
+            try:
+                self.codec.decode(data, e.name)
+            except errors.Corrupt:
+                continue
+            self._cache_clean(hexname, data)
+            with self._lock:
+                self.stats["readahead_blocks"] += 1
+        self._evict()
+
+    def _cache_clean(self, hexname: str, data: bytes) -> None:
+        """Keep a verified block fetched from the store (no flush: the store has it)."""
+        with self._lock:
+            self.stats["fetched_bytes"] += len(data)
+            if hexname in self._entries:
+                return
+        self._write_file(hexname, (data,), fsync=False)
+        with self._lock:
+            if hexname not in self._entries:
+                entry = _Entry(len(data), False, time.time())
+                entry.plain = is_raw(data)   # just verified by decode
+                self._add(hexname, entry)
+                self._index[hexname] = entry.to_json()
+                self._index_changed = True
 
     def _fetch(self, name: bytes) -> bytes:
         hexname = name.hex()
         try:
             try:
-                data = self._get_stored(name)
+                data, more = self._get_stored(name)
             except store_mod.NotFound:
                 raise errors.Corrupt(f"block {hexname[:16]} is missing from the store") from None
             except Exception as exc:
@@ -551,20 +617,11 @@ class BlockCache:
                 self._note_error(exc)
                 raise errors.Unavailable(f"cannot fetch block {hexname[:16]}: {exc}") from None
             raw = self.codec.decode(data, name)
-            with self._lock:
-                self.stats["fetched_bytes"] += len(data)
-                known = hexname in self._entries
-            if not known:
-                self._write_file(hexname, (data,), fsync=False)
-                with self._lock:
-                    if hexname not in self._entries:
-                        entry = _Entry(len(data), False, time.time())
-                        entry.plain = is_raw(data)   # just verified by decode
-                        self._add(hexname, entry)
-                        self._index[hexname] = entry.to_json()
-                        self._index_changed = True
+            self._cache_clean(hexname, data)
             self._remember(hexname, raw)
             self._evict()
+            if more:
+                self._keep_fetched(more)
             return raw
         finally:
             with self._lock:

@@ -223,6 +223,18 @@ class PackMap:
             "SELECT hash, offset, length FROM packed WHERE pack = ? ORDER BY offset",
             (pack_id,))]
 
+    def after(self, pack_id: str, offset: int, limit: int) -> list[Entry]:
+        """The blocks placed in ``pack_id`` from ``offset`` on, up to ``limit`` bytes."""
+        found, total = [], 0
+        for r in self.db.reader().execute(
+                "SELECT hash, offset, length FROM packed WHERE pack = ? AND offset >= ? "
+                "ORDER BY offset LIMIT 256", (pack_id, offset)):
+            total += r[2]
+            if total > limit:
+                break
+            found.append(Entry(*r))
+        return found
+
     def packs(self) -> dict[str, int]:
         """Every pack the metadata knows, with the bytes of its blocks."""
         return dict(self.db.reader().execute("SELECT id, size FROM packs"))

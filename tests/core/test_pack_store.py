@@ -113,6 +113,25 @@ def test_cold_reads_fetch_only_the_block_with_a_ranged_get(open_volume, tmp_path
     assert vol.cache.stats["fetched_bytes"] < 3100
 
 
+def test_reading_small_files_in_written_order_reads_ahead_in_the_pack(open_volume,
+                                                                      tmp_path):
+    store = CountingStore(tmp_path / "store")
+    vol = open_volume(store=store)
+    files = small_files(100)
+    write_all(vol, files)
+    assert vol.cache.wait_uploaded(10)
+    vol.close()
+    wipe_cache(tmp_path)
+    store.calls.clear()
+    vol = open_volume(store=store)
+    for path, data in files.items():                 # as a copy or a backup would
+        assert vol.read_file(path) == data
+    gets = [c for c in store.calls if c[0] == "get" and c[1].startswith(packs.PREFIX)]
+    assert len(gets) <= 5                            # 300 KB in runs of up to 1 MiB
+    assert vol.cache.stats["readahead_blocks"] >= 95
+    assert vol.cache.stats["fetched_bytes"] < sum(map(len, files.values())) + 100 * 64
+
+
 def test_dedup_holds_across_packs_and_single_objects(open_volume):
     vol = open_volume(pack_threshold=8 << 10)
     small, big = os.urandom(2000), os.urandom(BS)

@@ -13,7 +13,8 @@ from razordav.web.server import Server
 
 def test_requests_hold_uploads_back_until_a_pause(tmp_path):
     vol = Volume.open(tmp_path / "data", block_size=16 * 1024, journal_interval=0,
-                      upload_delay=0.6, upload_delay_max=30)
+                      upload_delay=0.6, upload_delay_max=30,
+                      pack_threshold=0)   # blocks alone: packs wait longer (test_pack_store)
     app = make_app(vol, lock_db=str(tmp_path / "locks.sqlite"), verbose=0)
     server = Server(app, port=0, threads=4, timeout=10)
     thread = threading.Thread(target=server.httpd.serve, daemon=True)
