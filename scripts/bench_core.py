@@ -4,7 +4,14 @@
 Measures: 100 MiB write (acknowledged = durable in the cache) and the upload drain,
 cached read, uncached read from a real S3 server (SeaweedFS on loopback), 10 000 small
 file creates and stats, and the peak RSS of this process. Run: python scripts/bench_core.py
-[--size-mib 100] [--files 10000] [--store local|seaweedfs]
+[--size-mib 100] [--files 10000] [--store local|seaweedfs] [--small-files 10000]
+
+``--small-files N`` (alone, skips the rest; 0: off): N small files of 1-8 KiB written and
+uploaded, with the store requests that took, the objects they left, a restore of the volume
+from the bucket into a new data dir, the cold read latency of one small file (a fresh
+volume per read, cache empty), and reading all of them back cold in the order written.
+It uses only calls older versions have too, so the same script measures a checkout from
+before packs (PYTHONPATH=<checkout>) for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -105,11 +112,93 @@ def bench_volume(tmp: str, store_url: str | None, endpoint: str | None, data,
     return res
 
 
+def _puts(vol) -> int:
+    counts = vol.figures()["store_requests"]
+    return counts.get("put", {}).get("calls", 0)
+
+
+def bench_small_files(tmp: str, store_url: str | None, endpoint: str | None,
+                      n: int) -> dict:
+    from razordav.core.journal import restore
+    from razordav.store import open_store
+    rng = random.Random(11)
+    data_dir = os.path.join(tmp, "small")
+    store_url = store_url or f"file://{os.path.join(tmp, 'small-store')}"
+    vol = Volume.open(data_dir, store_url, endpoint=endpoint, journal_interval=0)
+    res = {"n": n}
+    puts0 = _puts(vol)
+    files = {}
+    vol.mkdir("/s")
+    t = time.perf_counter()
+    for i in range(n):
+        path = f"/s/{i // 500:03}/{i:05}.txt"
+        if i % 500 == 0:
+            vol.mkdir(path.rsplit("/", 1)[0])
+        files[path] = os.urandom(rng.randint(1024, 8192))
+        vol.write_file(path, files[path])
+    res["write"] = time.perf_counter() - t
+    t = time.perf_counter()
+    vol.cache.wait_uploaded(600)
+    res["drain"] = time.perf_counter() - t
+    res["puts"] = _puts(vol) - puts0
+    vol.collect_garbage()
+    vol.close()
+    store = open_store(store_url, endpoint=endpoint)
+    res["objects"] = sum(1 for o in store.list("") if o.key.startswith(("blocks/", "packs/")))
+    res["bytes"] = sum(map(len, files.values()))
+    restored = os.path.join(tmp, "small-restored")
+    os.makedirs(restored)
+    t = time.perf_counter()
+    restore(store, __import__("pathlib").Path(restored) / "meta.db")
+    res["restore"] = time.perf_counter() - t
+    lat = []
+    for path in rng.sample(sorted(files), 30):
+        shutil.rmtree(os.path.join(restored, "cache"), ignore_errors=True)
+        v = Volume.open(restored, store_url, endpoint=endpoint, journal_interval=0)
+        t = time.perf_counter()
+        assert v.read_file(path) == files[path]
+        lat.append(time.perf_counter() - t)
+        v.close()
+    lat.sort()
+    res["cold_read_ms"] = (lat[0] * 1000, lat[len(lat) // 2] * 1000, lat[-1] * 1000)
+    shutil.rmtree(os.path.join(restored, "cache"), ignore_errors=True)
+    v = Volume.open(restored, store_url, endpoint=endpoint, journal_interval=0)
+    t = time.perf_counter()
+    for path, data in files.items():
+        assert v.read_file(path) == data
+    res["read_all"] = time.perf_counter() - t
+    res["gets"] = v.cache.stats["misses"]      # one GET per miss (a pack read-ahead too)
+    v.close()
+    store.close()
+    return res
+
+
+def print_small(r: dict, store: str) -> None:
+    n = r["n"]
+    print(f"razordav small files: {n} files of 1-8 KiB ({r['bytes'] / MiB:.1f} MiB), "
+          f"store {store}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}\n")
+    print("| measure | figure |\n|---|---|")
+    print(f"| write {n} files (durable in the cache) | {r['write']:.2f} s |")
+    print(f"| upload drain | {r['drain']:.2f} s |")
+    print(f"| PUT requests while writing and uploading / per 1 000 files | {r['puts']} / "
+          f"{r['puts'] * 1000 / n:.1f} |")
+    print(f"| objects in the bucket (blocks and packs) | {r['objects']} |")
+    print(f"| S3 Standard PUT cost per 1 000 000 such files ($0.005 / 1 000 PUTs) | "
+          f"${r['puts'] / n * 1e6 * 0.005 / 1000:.2f} |")
+    print(f"| restore from the bucket | {r['restore']:.2f} s |")
+    lo, med, hi = r["cold_read_ms"]
+    print(f"| cold read of one small file (30 runs) min / median / max | "
+          f"{lo:.1f} / {med:.1f} / {hi:.1f} ms |")
+    print(f"| read all {n} back cold, in written order / GETs of blocks | "
+          f"{r['read_all']:.2f} s / {r['gets']} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=100)
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--store", choices=["local", "seaweedfs"], default="seaweedfs")
+    ap.add_argument("--small-files", type=int, default=0)
     args = ap.parse_args()
     size = args.size_mib * MiB
     tmp = tempfile.mkdtemp(prefix="rzd-bench-")
@@ -122,6 +211,12 @@ def main() -> int:
             os.makedirs(server.workdir, exist_ok=True)
             server.start()
             endpoint = server.endpoint
+        if args.small_files:
+            if server:
+                store_url = f"s3://{server.make_bucket('bench-small')}/v"
+            print_small(bench_small_files(tmp, store_url, endpoint, args.small_files),
+                        args.store)
+            return 0
         rows = []
         for kind in ("random", "text"):
             if server:
