@@ -112,10 +112,14 @@ class BlockCache:
         # Blocks that go to the bucket in packs (stored size up to ``pack_threshold``), in
         # the order they came, and their bytes; ``packs`` says where uploaded ones went.
         self.packs = packs
-        self.pack_threshold = pack_threshold if packs is not None else 0
+        # Compared with stored sizes: a block of pack_threshold raw bytes stored raw counts
+        # its header too.
+        self.pack_threshold = pack_threshold + HEADER.size \
+            if packs is not None and pack_threshold else 0
         self.pack_size = pack_size
         self._small: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._small_bytes = 0
+        self._abandoned: set[str] = set()  # discarded while uploading (``discard``)
         # pack -> where the last miss in it ended (``_get_stored``'s read-ahead)
         self._pack_next: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._uploading: set[str] = set()
@@ -676,18 +680,26 @@ class BlockCache:
         if entry is not None:
             self._remove([(hexname, entry)])
 
-    def discard(self, names: list[bytes]) -> None:
-        """Forget blocks no metadata refers to any more (dirty ones are never uploaded)."""
+    def discard(self, names: list[bytes], wait: bool = True) -> list[bytes]:
+        """Forget blocks no metadata refers to any more (dirty ones are never uploaded);
+        return the names forgotten. A block being uploaded is waited for, or with ``wait``
+        false left as it is: an aborted write must not wait for an upload that may take
+        the store's whole retry time (and with packs, an upload holds many blocks). What is
+        left is uploaded as any block, then garbage the next start drops (``_recover``)."""
         gone = []
         for name in names:
             hexname = name.hex()
             with self._lock:
+                if not wait and hexname in self._uploading:
+                    self._abandoned.add(hexname)
+                    continue
                 while hexname in self._uploading:
                     self._wake.wait(0.1)
                 entry = self._forget(hexname)
             if entry is not None:
                 gone.append((hexname, entry))
         self._remove(gone)
+        return [bytes.fromhex(h) for h, _e in gone]
 
     def names(self) -> list[bytes]:
         with self._lock:
@@ -823,6 +835,7 @@ class BlockCache:
             return False
         moved = entry.in_db and self._to_file(hexname, data)
         with self._lock:
+            self._abandoned.discard(hexname)    # an orphan object: fsck --repair's
             self.stats["uploads"] += 1
             self.stats["uploaded_bytes"] += len(data)
         self._mark_clean({hexname: moved})
@@ -861,20 +874,29 @@ class BlockCache:
         is clean, so the bucket never names a block it cannot locate. False if the store or
         the commit failed; the blocks are queued again (a pack that reached the bucket
         without its rows is an orphan, collected by ``fsck --repair``)."""
-        builder, stored = PackBuilder(), {}
+        builder, stored, placed = PackBuilder(), {}, {}
         for hexname in job:
             with self._lock:
                 entry = self._entries.get(hexname)
             if entry is None:
                 continue    # dropped meanwhile
+            # In a pack already: a crash came between its pack's rows and its clean mark.
+            # Not uploaded twice.
+            known = self.packs.locate(bytes.fromhex(hexname)) is not None
             try:
                 data = self._stored(hexname, entry)
             except FileNotFoundError:
                 log.error("dirty block %s has no bytes in the cache; dropped", hexname[:16])
                 self._drop(hexname)
                 continue
+            if known:
+                placed[hexname] = (entry, data)
+                continue
             builder.add(bytes.fromhex(hexname), data)
             stored[hexname] = (entry, data)
+        if placed:
+            self._mark_clean({h: e.in_db and self._to_file(h, d, fsync=False)
+                              for h, (e, d) in placed.items()})
         if not builder:
             return True
         pack_id = new_pack_id()
@@ -899,6 +921,15 @@ class BlockCache:
         # again from the pack, and the rows stay until the files are written.
         done = {h: entry.in_db and self._to_file(h, data, fsync=False)
                 for h, (entry, data) in stored.items()}
+        with self._lock:
+            abandoned = self._abandoned.intersection(stored)
+            self._abandoned.difference_update(stored)
+        if abandoned:     # their rows name blocks no file uses: the repacker drops them
+            try:
+                self.packs.check([pack_id])
+            except (errors.FsError, sqlite3.Error) as exc:
+                log.warning("pack %s holds garbage the repacker will not know of: %s",
+                            pack_id, exc)
         with self._lock:
             self.stats["packs_uploaded"] += 1
             self.stats["packed_blocks"] += len(builder)

@@ -172,10 +172,12 @@ def _check_packs(vol, report: Report, repair: bool) -> dict:
     stale = [r[0] for r in c.execute(
         "SELECT p.hash FROM packed p LEFT JOIN blocks b ON b.hash = p.hash WHERE b.hash IS NULL")]
     if stale:
-        report.problems.append(f"{len(stale)} pack locations name no known block")
+        report.problems.append(f"{len(stale)} pack locations belong to no file (blocks "
+                               "of writes that did not complete)")
         if repair:
             with vol.tree.db.write() as w:
                 pmap.forget(w, stale)
+            vol.cache.discard(stale)     # a clean cached copy says "the store has it"
             report.repaired.append(f"dropped {len(stale)} stale pack locations")
     unplaced = [r[0] for r in c.execute(
         "SELECT p.hash FROM packed p LEFT JOIN packs k ON k.id = p.pack WHERE k.id IS NULL")]
@@ -197,6 +199,14 @@ def _check_packs(vol, report: Report, repair: bool) -> dict:
     for pack, size in pmap.packs().items():
         entries = pmap.entries(pack)
         key = packs_mod.pack_key(pack)
+        if not entries:
+            report.problems.append(f"pack {pack} holds no block any file uses")
+            if repair:
+                with vol.tree.db.write() as w:
+                    w.execute("DELETE FROM packs WHERE id = ?", (pack,))
+                vol.store.delete_many([key])
+                report.repaired.append(f"deleted pack {pack}, which held no block")
+            continue
         try:
             index = {e.name: e for e in packs_mod.index_of(vol.store, key)}
             damage = None if all(index.get(e.name) == e for e in entries) else \

@@ -161,6 +161,9 @@ table("pack_check", """
 CREATE TABLE IF NOT EXISTS pack_check (id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS pack_check_d AFTER DELETE ON packed
 BEGIN INSERT OR IGNORE INTO pack_check VALUES (OLD.pack); END;
+CREATE TRIGGER IF NOT EXISTS pack_check_u AFTER UPDATE OF pack ON packed
+WHEN OLD.pack IS NOT NEW.pack
+BEGIN INSERT OR IGNORE INTO pack_check VALUES (OLD.pack); END;
 """, replicated=False)
 table("pack_trash", """
 CREATE TABLE IF NOT EXISTS pack_trash (id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
@@ -212,10 +215,21 @@ class PackMap:
         that says where it is)."""
         with self.db.write() as c:
             c.execute("INSERT INTO packs VALUES (?, ?, ?)", (pack_id, size, len(entries)))
-            c.executemany("INSERT OR REPLACE INTO packed VALUES (?, ?, ?, ?)",
-                          [(e.name, pack_id, e.offset, e.length) for e in entries])
+            # An upsert, not a REPLACE: a block placed in another pack before (uploaded
+            # twice: a crash between its pack's rows and its clean mark) moves, and the
+            # update trigger puts that pack on the repacker's list.
+            c.executemany(
+                "INSERT INTO packed VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET "
+                "pack = excluded.pack, offset = excluded.offset, length = excluded.length",
+                [(e.name, pack_id, e.offset, e.length) for e in entries])
 
     forget = staticmethod(lambda c, names: forget(c, names))
+
+    def check(self, pack_ids) -> None:
+        """Put packs on the repacker's list (they may hold garbage)."""
+        with self.db.write() as c:
+            c.executemany("INSERT OR IGNORE INTO pack_check VALUES (?)",
+                          [(p,) for p in pack_ids])
 
     def entries(self, pack_id: str) -> list[Entry]:
         """The blocks the metadata places in ``pack_id``, by offset."""

@@ -247,8 +247,8 @@ class Publisher:
         """Drop blocks an abandoned write stored that no committed file refers to."""
         claimed = self.pins.claim(set(names), lambda n: not self.extents.block_refs_row(n))
         try:
-            self.cache.discard(claimed)    # waits for an upload under way to finish
-            packed = self.cache.packs.located(claimed) if self.cache.packs else ()
+            gone = self.cache.discard(claimed, wait=False)
+            packed = self.cache.packs.located(gone) if self.cache.packs else ()
             if packed:                         # uploaded in a pack meanwhile
                 with self.tree.db.write() as c:
                     self.cache.packs.forget(c, packed)

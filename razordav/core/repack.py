@@ -78,13 +78,17 @@ class Repacker:
         sparse, empty, settled = [], [], []
         for pack in todo:
             row = c.execute("SELECT size FROM packs WHERE id = ?", (pack,)).fetchone()
-            live, n = c.execute("SELECT COALESCE(SUM(length), 0), COUNT(*) FROM packed "
-                                "WHERE pack = ?", (pack,)).fetchone()
+            # Live: rows of blocks the volume knows. A row without one is garbage (a block
+            # an aborted write stored, uploaded meanwhile) that a rewrite drops.
+            live, n = c.execute(
+                "SELECT COALESCE(SUM(CASE WHEN b.hash IS NULL THEN 0 ELSE p.length END), 0), "
+                "COUNT(*) FROM packed p LEFT JOIN blocks b ON b.hash = p.hash "
+                "WHERE p.pack = ?", (pack,)).fetchone()
             if row is None:
                 settled.append(pack)         # gone already (rewritten, or never recorded)
             elif n == 0:
                 empty.append(pack)
-            elif live < self.below * row[0]:
+            elif live < self.below * row[0] or live == 0:
                 sparse.append((pack, row[0], live))
             else:
                 settled.append(pack)
@@ -119,10 +123,30 @@ class Repacker:
                 break
             chosen.append(pack)
             total += live
+        # Rows naming no known block are dropped, claimed from the pins as GC claims
+        # unreferenced blocks: a writer storing that content now waits, then stores it
+        # again. A pack with such a row some writer holds is left for a later round.
+        pins, c = self.vol.publisher.pins, self.db.reader()
+        stale = {}
+        for pack in chosen:
+            for (name,) in c.execute(
+                    "SELECT p.hash FROM packed p LEFT JOIN blocks b ON b.hash = p.hash "
+                    "WHERE p.pack = ? AND b.hash IS NULL", (pack,)):
+                stale[name] = pack
+        claimed = set(pins.claim(list(stale), lambda n: not self.vol.extents.block_refs_row(n)))
+        try:
+            chosen = [p for p in chosen if all(q != p or n in claimed for n, q in stale.items())]
+            self._switch(chosen, {n: p for n, p in stale.items() if n in claimed})
+        finally:
+            pins.release(list(claimed))
+
+    def _switch(self, chosen: list[str], dropped: dict[bytes, str]) -> None:
+        """Copy the live blocks of ``chosen`` into one new pack and switch to it; the rows
+        in ``dropped`` (claimed garbage) go."""
         origin, blocks = {}, {}
         for pack in list(chosen):
             try:
-                got = list(self._live_blocks(pack))
+                got = list(self._live_blocks(pack, skip=dropped))
             except (errors.Corrupt, store_mod.NotFound) as exc:
                 # Left as it is (fsck reports and repairs it); not retried every round.
                 log.error("pack %s cannot be rewritten: %s", pack, exc)
@@ -149,22 +173,27 @@ class Repacker:
                 c.executemany(
                     "UPDATE packed SET pack = ?, offset = ?, length = ? WHERE hash = ? AND pack = ?",
                     [(new, e.offset, e.length, e.name, origin[e.name]) for e in entries])
+            c.executemany("DELETE FROM packed WHERE hash = ? AND pack = ?",
+                          [(n, p) for n, p in dropped.items() if p in chosen])
             left = [p for p in chosen if c.execute(
                 "SELECT 1 FROM packed WHERE pack = ? LIMIT 1", (p,)).fetchone()]
             if left:   # never drop a pack some block still points to
                 raise errors.Corrupt(f"packs {left} still hold blocks after their rewrite")
             c.executemany("DELETE FROM packs WHERE id = ?", [(p,) for p in chosen])
             self._trash(c, chosen)
+        # Still claimed: a clean cached copy of a dropped block goes too (a clean entry
+        # means "the store has it", and a writer of that content would reuse it).
+        self.vol.cache.discard([n for n, p in dropped.items() if p in chosen])
         self.stats["packs_rewritten"] += len(chosen)
         self.stats["bytes_rewritten"] += builder.size if entries else 0
         log.info("rewrote %d sparse packs into one of %d bytes", len(chosen),
                  builder.size if entries else 0)
 
-    def _live_blocks(self, pack: str):
+    def _live_blocks(self, pack: str, skip=()):
         """(name, stored bytes) of the blocks the metadata places in ``pack``, each verified:
         from the local cache when it has a good copy, else ranged GETs merged over gaps up to
         ``MERGE_GAP``."""
-        entries = self.vol.packs.entries(pack)
+        entries = [e for e in self.vol.packs.entries(pack) if e.name not in skip]
         missing = []
         for e in entries:
             data = self.vol.cache.stored_copy(e.name)

@@ -574,3 +574,68 @@ def test_repack_under_concurrent_reads_and_writes(open_volume, tmp_path):
     for path, data in current.items():
         assert vol.read_file(path) == data
     assert vol.fsck(full=True).clean
+
+
+def test_an_aborted_write_does_not_wait_for_its_blocks_upload(open_volume, tmp_path):
+    """Its blocks in a pack upload under way are left to it (an abort must not wait for a
+    store that may be retrying); their rows are garbage that a rewrite of the pack drops,
+    with their cached copies, and the same content written later is stored again."""
+    import threading
+    store = CountingStore(tmp_path / "store")
+    vol = open_volume(store=store, repack_share=1.0)
+    gate = threading.Event()
+    real_put = store.put
+
+    def slow_put(key, data, **kw):
+        if key.startswith(packs.PREFIX):
+            gate.wait(10)
+        return real_put(key, data, **kw)
+    store.put = slow_put
+    content = os.urandom(3 * BS)
+    w = vol.open_write("/aborted")
+    w.write(content)
+    w.write(b"x")                                   # three full blocks stored, one buffered
+    drain = threading.Thread(target=vol.cache.wait_uploaded, args=(20,))
+    drain.start()
+    deadline = time.monotonic() + 5
+    while not vol.cache._uploading and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t = time.monotonic()
+    w.abort()
+    assert time.monotonic() - t < 1.0               # did not wait for the upload
+    gate.set()
+    drain.join(20)
+    c = vol.tree.db.reader()
+    stale = c.execute("SELECT p.pack FROM packed p LEFT JOIN blocks b ON b.hash = p.hash "
+                      "WHERE b.hash IS NULL").fetchall()
+    assert len(stale) == 3                           # uploaded, used by no file
+    assert c.execute("SELECT id FROM pack_check").fetchall() == [stale[0]]
+    vol.collect_garbage()                            # the pack holds garbage only: dropped
+    assert vol.fsck().clean
+    assert vol.repacker.stats["packs_rewritten"] >= 1
+    vol.write_file("/again", content)
+    assert vol.cache.wait_uploaded(10)
+    vol.close()
+    wipe_cache(tmp_path)
+    vol = open_volume(store=store)
+    assert vol.read_file("/again") == content
+
+
+def test_a_crash_between_a_packs_rows_and_its_clean_marks_uploads_nothing_twice(
+        open_volume, tmp_path):
+    store = CountingStore(tmp_path / "store")
+    vol = open_volume(store=store, upload_paused=True)
+    files = small_files(5)
+    write_all(vol, files)
+    vol.cache._mark_clean = lambda done: None        # killed right after PackMap.record
+    vol.cache.pause_uploads(False)
+    vol.cache.wait_uploaded(2)
+    assert len(bucket_packs(vol)) == 1
+    _crash(vol)
+    vol = open_volume(store=store)
+    assert vol.cache.wait_uploaded(10) and vol.cache.dirty_bytes == 0
+    vol.collect_garbage()
+    assert len(bucket_packs(vol)) == 1 and len(vol.packs.packs()) == 1
+    assert vol.fsck().clean
+    for path, data in files.items():
+        assert vol.read_file(path) == data

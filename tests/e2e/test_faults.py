@@ -61,7 +61,7 @@ PACKS_NOW = "upload_delay: 0\nupload_delay_max: 0.5\npack_size: 1M\n"
 @pytest.mark.parametrize("config", [None, PACKS_NOW], ids=["defaults", "packs"])
 def test_kill_9_under_16_parallel_puts_loses_nothing_acknowledged(tmp_path, seaweedfs,
                                                                    config):
-    bucket = seaweedfs.make_bucket("kill9")
+    bucket = seaweedfs.make_bucket("kill9-packs" if config else "kill9")
     extra = []
     if config:
         (tmp_path / "c.yaml").write_text(config)
