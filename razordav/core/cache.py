@@ -120,6 +120,9 @@ class BlockCache:
         self._small: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._small_bytes = 0
         self._abandoned: set[str] = set()  # discarded while uploading (``discard``)
+        # Called with the names of abandoned blocks once their upload is over (whether it
+        # worked or not); the owner discards what is still unused (``Publisher``).
+        self.on_abandoned: Callable[[list[bytes]], None] | None = None
         # pack -> where the last miss in it ended (``_get_stored``'s read-ahead)
         self._pack_next: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._uploading: set[str] = set()
@@ -683,9 +686,9 @@ class BlockCache:
     def discard(self, names: list[bytes], wait: bool = True) -> list[bytes]:
         """Forget blocks no metadata refers to any more (dirty ones are never uploaded);
         return the names forgotten. A block being uploaded is waited for, or with ``wait``
-        false left as it is: an aborted write must not wait for an upload that may take
-        the store's whole retry time (and with packs, an upload holds many blocks). What is
-        left is uploaded as any block, then garbage the next start drops (``_recover``)."""
+        false left to its upload: an aborted write must not wait for one that may take the
+        store's whole retry time (and with packs, an upload holds many blocks). Once that
+        upload is over, ``on_abandoned`` gets the names."""
         gone = []
         for name in names:
             hexname = name.hex()
@@ -740,7 +743,14 @@ class BlockCache:
             finally:
                 with self._lock:
                     self._uploading.difference_update(job)
+                    abandoned = [h for h in job if h in self._abandoned]
+                    self._abandoned.difference_update(abandoned)
                     self._wake.notify_all()
+            if abandoned and self.on_abandoned is not None:
+                try:
+                    self.on_abandoned([bytes.fromhex(h) for h in abandoned])
+                except Exception:   # left as garbage: the next start drops it
+                    log.exception("could not drop %d blocks of aborted writes", len(abandoned))
             if ok:
                 delay = 0.0
             else:
@@ -835,7 +845,6 @@ class BlockCache:
             return False
         moved = entry.in_db and self._to_file(hexname, data)
         with self._lock:
-            self._abandoned.discard(hexname)    # an orphan object: fsck --repair's
             self.stats["uploads"] += 1
             self.stats["uploaded_bytes"] += len(data)
         self._mark_clean({hexname: moved})
@@ -921,15 +930,7 @@ class BlockCache:
         # again from the pack, and the rows stay until the files are written.
         done = {h: entry.in_db and self._to_file(h, data, fsync=False)
                 for h, (entry, data) in stored.items()}
-        with self._lock:
-            abandoned = self._abandoned.intersection(stored)
-            self._abandoned.difference_update(stored)
-        if abandoned:     # their rows name blocks no file uses: the repacker drops them
-            try:
-                self.packs.check([pack_id])
-            except (errors.FsError, sqlite3.Error) as exc:
-                log.warning("pack %s holds garbage the repacker will not know of: %s",
-                            pack_id, exc)
+
         with self._lock:
             self.stats["packs_uploaded"] += 1
             self.stats["packed_blocks"] += len(builder)

@@ -192,6 +192,8 @@ class Publisher:
         self.pins = Pins()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rzd-encode")
         self.slots = threading.BoundedSemaphore(workers * 2)
+        # Blocks an abort left to their upload come back here once it is over.
+        cache.on_abandoned = self.discard_uncommitted
 
     def storer(self, hint: str | None = None, durable: bool = True) -> BlockStorer:
         """A storer for one writer; ``durable``: fsync each block now (else the next durable
@@ -244,7 +246,9 @@ class Publisher:
                                 mtime=mtime, expect_etag=expect_etag, hashes=hashes)
 
     def discard_uncommitted(self, names: list[bytes]) -> None:
-        """Drop blocks an abandoned write stored that no committed file refers to."""
+        """Drop blocks an abandoned write stored that no committed file refers to (with
+        their places in packs, if an upload placed them). One being uploaded is left to
+        its upload, which hands it back when done (``BlockCache.on_abandoned``)."""
         claimed = self.pins.claim(set(names), lambda n: not self.extents.block_refs_row(n))
         try:
             gone = self.cache.discard(claimed, wait=False)

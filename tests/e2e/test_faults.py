@@ -243,7 +243,10 @@ def test_fsck_finds_missing_and_corrupt_objects_and_repairs_orphans(tmp_path, se
     store = f"s3://{bucket}/v"
     args = ["--data-dir", str(tmp_path / "data"), "--store", store,
             "--s3-endpoint", seaweedfs.endpoint]
-    with RazorServer(tmp_path / "data", store=store, endpoint=seaweedfs.endpoint) as srv:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pack_threshold: 0\n")      # an object per block (packs: the next test)
+    with RazorServer(tmp_path / "data", store=store, endpoint=seaweedfs.endpoint,
+                     extra=["--config", str(cfg)]) as srv:
         for i in range(3):
             requests.put(srv.url + f"/f{i}", data=os.urandom(100 * KiB))
         wait_drained(tmp_path / "data")
@@ -268,3 +271,42 @@ def test_fsck_finds_missing_and_corrupt_objects_and_repairs_orphans(tmp_path, se
     assert "uploaded block" in r.stdout          # the cache still had good copies
     r = cli("fsck", "--full", *args)
     assert r.returncode == 0, r.stdout
+
+
+def test_fsck_checks_packs_and_repairs_their_index_through_the_cli(tmp_path, seaweedfs):
+    bucket = seaweedfs.make_bucket("fsck-packs")
+    store = f"s3://{bucket}/v"
+    args = ["--data-dir", str(tmp_path / "data"), "--store", store,
+            "--s3-endpoint", seaweedfs.endpoint]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("upload_delay_max: 2\n")   # a partial pack goes after 2 s, not 30
+    files = {f"/f{i}": os.urandom(30 * KiB) for i in range(6)}
+    with RazorServer(tmp_path / "data", store=store, endpoint=seaweedfs.endpoint,
+                     extra=["--config", str(cfg)]) as srv:
+        for path, data in files.items():
+            assert requests.put(srv.url + path, data=data).status_code == 201
+        wait_drained(tmp_path / "data")
+    assert cli("fsck", *args).returncode == 0
+    client = seaweedfs.client()
+    pack, = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="v/packs/")
+             ["Contents"]]
+    body = bytearray(client.get_object(Bucket=bucket, Key=pack)["Body"].read())
+    body[-40] ^= 0xFF                                  # inside the index
+    body[100] ^= 0xFF                                  # inside the first block
+    client.put_object(Bucket=bucket, Key=pack, Body=bytes(body))
+    client.put_object(Bucket=bucket, Key="v/packs/ab/" + "ab" * 16, Body=b"orphan pack")
+    r = cli("fsck", *args)
+    assert r.returncode == 1
+    assert "index of pack" in r.stdout and "1 packs in the store belong to no file" in r.stdout
+    r = cli("fsck", "--full", *args)
+    assert r.returncode == 1 and "is corrupt in pack" in r.stdout
+    r = cli("fsck", "--repair", "--full", *args)
+    assert "deleted 1 orphaned packs" in r.stdout
+    assert "uploaded block" in r.stdout                # the cache still had a good copy
+    r = cli("fsck", "--repair", "--full", *args)       # the index, once no block is bad
+    r = cli("fsck", "--full", *args)
+    assert r.returncode == 0, r.stdout
+    shutil.rmtree(tmp_path / "data" / "cache")
+    with RazorServer(tmp_path / "data", store=store, endpoint=seaweedfs.endpoint) as srv:
+        for path, data in files.items():
+            assert requests.get(srv.url + path).content == data

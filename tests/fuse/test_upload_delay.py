@@ -9,7 +9,8 @@ from mounts import RazorMount
 def test_requests_through_the_mount_hold_uploads_back(tmp_path, seaweedfs):
     bucket = seaweedfs.make_bucket("fusedelay")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("upload_delay: 1\nupload_delay_max: 30\n")
+    # Blocks alone: a small one would wait for a full pack (tests/core/test_pack_store.py).
+    cfg.write_text("upload_delay: 1\nupload_delay_max: 30\npack_threshold: 0\n")
     m = RazorMount(tmp_path / "data", tmp_path / "mnt", store=f"s3://{bucket}/v",
                    endpoint=seaweedfs.endpoint, extra=["--config", str(cfg)]).start()
     s3 = seaweedfs.client()

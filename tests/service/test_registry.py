@@ -368,6 +368,7 @@ def test_registry_rows_are_journaled_and_restored(tmp_path):
         token_id, token = cli.create_token("alice", "phone")
         cli_tree.close()
         vol.write_file("/f", b"data")
+        vol.cache.wait_uploaded(10)   # a small block alone waits for a pack otherwise
         _shipped(vol)
     finally:
         vol.close()
