@@ -10,8 +10,12 @@ auth, Basic and JWT (goal: auth costs under 10 %), and 32 clients across 4 tenan
 mixed GET, PUT and PROPFIND (requests per second, p99, errors).
 With ``--small N``: only the 1 000 sequential 4 KiB PUTs over one keep-alive connection,
 N runs against each server in turn (a fresh directory per run, servers alternating so load
-from elsewhere hits both alike): seconds as min/median/max, the ratio of the medians, and
-the load average before and after.
+from elsewhere hits all alike): seconds as min/median/max, the ratios of the medians, and
+the load average before and after. The servers: razordav; stock WsgiDAV, which never
+fsyncs (its acknowledgement is not durable); stock WsgiDAV made durable
+(``wsgidav_durable.py``: the file fsynced, and its directory when new, before the answer);
+and razordav with its commits deferred (no fsync; bench only, no such product option) to
+show what the fsync costs it.
 Run: python scripts/bench_dav.py [--big-mib 1024] [--store local|seaweedfs] [--auth]
      [--small N]
 """
@@ -41,21 +45,32 @@ MiB = 1 << 20
 
 
 class StockWsgiDAV:
-    """`wsgidav` with its FilesystemProvider over a directory, anonymous, cheroot."""
+    """`wsgidav` with its FilesystemProvider over a directory, anonymous, cheroot. With
+    ``durable``: the provider of ``wsgidav_durable.py`` (fsync before each PUT's answer)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, durable: bool = False):
         self.root = root
+        self.durable = durable
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
     def start(self):
         os.makedirs(self.root, exist_ok=True)
+        where, env = ["--root", self.root], None
+        if self.durable:
+            import json
+            import wsgidav_durable
+            conf = self.root.rstrip("/") + ".json"
+            with open(conf, "w") as f:
+                json.dump(wsgidav_durable.config(self.root), f)
+            where = ["--config", conf]
+            env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
         self.proc = subprocess.Popen(
             [shutil.which("wsgidav") or "wsgidav", "--host", "127.0.0.1", "--port",
-             str(self.port), "--root", self.root, "--auth", "anonymous", "--server", "cheroot",
+             str(self.port), *where, "--auth", "anonymous", "--server", "cheroot",
              "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, env=env)
         return _wait_up(self, "wsgidav")
 
     def stop(self):
@@ -209,14 +224,36 @@ def small_puts(url: str, n: int = 1000, size: int = 4096) -> float:
         return time.perf_counter() - t
 
 
+class DeferredRazor(RazorServer):
+    """``razordav serve`` with every commit deferred (``Database.deferred`` forced on):
+    nothing is fsynced before an answer. For this benchmark only, to show what durability
+    costs; razordav has no such option."""
+
+    def argv(self) -> list[str]:
+        argv = super().argv()
+        i = argv.index("-m")
+        return argv[:i] + ["-c", "import sys; from razordav.core.db import Database; "
+                           "Database.deferred = property(lambda self: True); "
+                           "from razordav.cli import main; sys.argv[0] = 'razordav'; "
+                           "sys.exit(main())"] + argv[i + 2:]
+
+
+SMALL_PEERS = {   # name -> (server class and arguments, durable acknowledgement)
+    "razordav": (RazorServer, {}, True),
+    "WsgiDAV fs": (StockWsgiDAV, {}, False),
+    "WsgiDAV fs+fsync": (StockWsgiDAV, {"durable": True}, True),
+    "razordav no-fsync": (DeferredRazor, {}, False),
+}
+
+
 def small_bench(tmp: str, runs: int) -> None:
     import statistics
     load0 = os.getloadavg()
-    times: dict[str, list[float]] = {"razordav": [], "WsgiDAV fs": []}
+    times: dict[str, list[float]] = {name: [] for name in SMALL_PEERS}
     for r in range(runs):
-        for name in times:
-            d = os.path.join(tmp, f"{name.split()[0]}-{r}")
-            srv = (RazorServer(d) if name == "razordav" else StockWsgiDAV(d)).start()
+        for n, (name, (cls, kw, _durable)) in enumerate(SMALL_PEERS.items()):
+            d = os.path.join(tmp, f"peer{n}-{r}")
+            srv = cls(d, **kw).start()
             try:
                 times[name].append(small_puts(srv.url))
             finally:
@@ -225,11 +262,16 @@ def small_bench(tmp: str, runs: int) -> None:
     load1 = os.getloadavg()
     print(f"1 000 sequential 4 KiB PUTs, one keep-alive connection, {runs} runs each, "
           f"{os.cpu_count()} cores, same disk ({tmp})\n")
-    print(f"{'server':12} {'min s':>7} {'median s':>9} {'max s':>7}")
+    print(f"{'server':18} {'durable':>7} {'min s':>7} {'median s':>9} {'max s':>7}")
+    med = {name: statistics.median(ts) for name, ts in times.items()}
     for name, ts in times.items():
-        print(f"{name:12} {min(ts):7.3f} {statistics.median(ts):9.3f} {max(ts):7.3f}")
-    ratio = statistics.median(times["razordav"]) / statistics.median(times["WsgiDAV fs"])
-    print(f"\nrazordav / WsgiDAV (medians): {ratio:.2f}x (goal <= 1.0x)")
+        durable = "yes" if SMALL_PEERS[name][2] else "no"
+        print(f"{name:18} {durable:>7} {min(ts):7.3f} {med[name]:9.3f} {max(ts):7.3f}")
+    print()
+    for ours, theirs in (("razordav", "WsgiDAV fs"), ("razordav", "WsgiDAV fs+fsync"),
+                         ("razordav no-fsync", "WsgiDAV fs")):
+        print(f"{ours} / {theirs} (medians): {med[ours] / med[theirs]:.2f}x"
+              + (" (goal <= 1.0x)" if ours == "razordav" else ""))
     print("load average 1/5/15 min: before " + " ".join(f"{x:.2f}" for x in load0)
           + ", after " + " ".join(f"{x:.2f}" for x in load1))
 

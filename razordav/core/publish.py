@@ -230,18 +230,18 @@ class Publisher:
         """A whole new content for ``parent/name`` (created if missing): what ``storer``
         stored, in one transaction."""
         with self.tree.db.write():
-            try:
-                attr = self.tree.lookup(parent, name)
-                if not attr.is_file:
-                    raise errors.IsADirectory(f"{name!r} is not a regular file")
-            except errors.NotFound:
+            attr = self.tree.find(parent, name)
+            if attr is None:
                 if expect_etag:
                     raise errors.Conflict(f"{name!r} was removed while being written")
                 extents = {i: h for i, h in storer.done.items() if h is not None}
-                ino = self.tree.create_with_content(parent, name, size,
-                                                    content_etag(size, extents), hashes, mtime)
-                self.extents.add_content(ino, extents, storer.new_blocks)
-                return self.tree.getattr(ino)
+                attr = self.tree.create_with_content(parent, name, size,
+                                                     content_etag(size, extents), hashes,
+                                                     mtime, checked=True)
+                self.extents.add_content(attr.ino, extents, storer.new_blocks)
+                return attr   # add_content changes no attribute
+            if not attr.is_file:
+                raise errors.IsADirectory(f"{name!r} is not a regular file")
             return self.publish(attr.ino, size, storer.done, storer, truncate_from=0,
                                 mtime=mtime, expect_etag=expect_etag, hashes=hashes)
 

@@ -155,6 +155,11 @@ def _quota_errors() -> Iterator[None]:
 
 _ATTR_COLS = "i.ino, i.mode, i.uid, i.gid, i.nlink, i.size, i.rdev, " \
              "i.atime, i.mtime, i.ctime, i.btime, i.target, i.etag, i.hashes"
+# An entry of a directory with the directory's mode: NULL attributes when the name is
+# missing, no row when the directory is.
+_LOOKUP = (f"SELECT p.mode, {_ATTR_COLS} FROM inodes p "
+           "LEFT JOIN dentries d ON d.parent = p.ino AND d.key = ? "
+           "LEFT JOIN inodes i ON i.ino = d.ino WHERE p.ino = ?")
 
 
 @dataclass(slots=True)
@@ -318,22 +323,32 @@ class Tree:
         return Attr(*row)
 
     def lookup(self, parent: int, name: str) -> Attr:
-        key = check_name(name)
-        row = self.db.reader().execute(
-            f"SELECT {_ATTR_COLS} FROM dentries d JOIN inodes i ON i.ino = d.ino "
-            "WHERE d.parent = ? AND d.key = ?", (parent, key)).fetchone()
-        if row is None:
-            self._check_dir(self.db.reader(), parent)
+        attr = self.find(parent, name)
+        if attr is None:
             raise errors.NotFound(f"{name!r} not found")
-        return Attr(*row)
+        return attr
+
+    def find(self, parent: int, name: str) -> Attr | None:
+        """The entry ``name`` of directory ``parent``, None if it has none; ``NotFound``
+        or ``NotADirectory`` if ``parent`` is gone or not a directory. One statement."""
+        key = check_name(name)
+        row = self.db.reader().execute(_LOOKUP, (key, parent)).fetchone()
+        if row is None:
+            raise errors.NotFound(f"directory inode {parent} does not exist")
+        if not st.S_ISDIR(row[0]):
+            raise errors.NotADirectory(f"inode {parent} is not a directory")
+        return None if row[1] is None else Attr(*row[1:])
 
     def resolve(self, path: str) -> Attr:
         """The inode at an absolute path (symlinks are not followed)."""
-        attr = self.getattr(ROOT)
-        for name in split_path(path):
-            if not attr.is_dir:
+        names = split_path(path)
+        if not names:
+            return self.getattr(ROOT)
+        attr = None   # the root is a directory: its first lookup needs no attributes
+        for name in names:
+            if attr is not None and not attr.is_dir:
                 raise errors.NotADirectory(f"{path}: a component is not a directory")
-            attr = self.lookup(attr.ino, name)
+            attr = self.lookup(ROOT if attr is None else attr.ino, name)
         return attr
 
     def readdir(self, ino: int, after: str | None = None,
@@ -395,39 +410,43 @@ class Tree:
     def mknod(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0,
               rdev: int = 0, target: bytes | None = None, now: int | None = None) -> Attr:
         """Create an inode of any type (``mode`` includes the S_IF* bits) under ``parent``."""
-        return self.getattr(self._insert(parent, name, mode, uid, gid, rdev, target, now))
+        return self._insert(parent, name, mode, uid, gid, rdev, target, now)
 
     def create_with_content(self, parent: int, name: str, size: int, etag: str,
                             hashes: str = "", mtime: int | None = None,
-                            mode: int = 0o644) -> int:
+                            mode: int = 0o644, *, checked: bool = False) -> Attr:
         """Create a regular file that already has its size, content etag and times (its
-        extents are the caller's, in the same transaction); return its inode. One insert
-        where ``create`` and a content update would take two rows and two journal rows."""
+        extents are the caller's, in the same transaction). One insert where ``create`` and
+        a content update would take two rows and two journal rows. ``checked``: the caller's
+        write transaction found ``parent`` a directory without ``name`` (``find``)."""
         return self._insert(parent, name, st.S_IFREG | (mode & 0o7777), size=size,
-                            etag=etag, hashes=hashes, mtime=mtime)
+                            etag=etag, hashes=hashes, mtime=mtime, checked=checked)
 
     def _insert(self, parent: int, name: str, mode: int, uid: int = 0, gid: int = 0,
                 rdev: int = 0, target: bytes | None = None, now: int | None = None, *,
                 size: int | None = None, etag: str = "", hashes: str = "",
-                mtime: int | None = None) -> int:
+                mtime: int | None = None, checked: bool = False) -> Attr:
+        """The new inode's attributes, as inserted (no trigger changes them)."""
         key = check_name(name)
         now = now or time.time_ns()
         is_dir = st.S_ISDIR(mode)
         if size is None:
             size = len(target) if target else 0
+        row = (mode, uid, gid, 2 if is_dir else 1, size, rdev, now, mtime or now, now, now,
+               target, etag, hashes)
         with self.db.write() as c:
-            self._check_dir(c, parent)
-            if c.execute("SELECT 1 FROM dentries WHERE parent = ? AND key = ?",
-                         (parent, key)).fetchone():
-                raise errors.Exists(f"{name!r} exists")
+            if not checked:
+                self._check_dir(c, parent)
+                if c.execute("SELECT 1 FROM dentries WHERE parent = ? AND key = ?",
+                             (parent, key)).fetchone():
+                    raise errors.Exists(f"{name!r} exists")
             ino = c.execute(
                 "INSERT INTO inodes (mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, "
                 "btime, target, etag, hashes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (mode, uid, gid, 2 if is_dir else 1, size, rdev, now, mtime or now, now, now,
-                 target, etag, hashes)).lastrowid
+                row).lastrowid
             c.execute("INSERT INTO dentries VALUES (?, ?, ?, ?)", (parent, key, name, ino))
             self._touch_dir(c, parent, now, nlink_delta=1 if is_dir else 0)
-        return ino
+        return Attr(ino, *row)
 
     def mkdir(self, parent: int, name: str, mode: int = 0o755, **kw) -> Attr:
         return self.mknod(parent, name, st.S_IFDIR | (mode & 0o7777), **kw)

@@ -497,18 +497,21 @@ class Volume:
         """A writer of a whole new content for ``path`` (created on close if missing);
         ``hashes`` names whole-file checksums (hashlib names) to compute and keep. With the
         announced ``length``, a write that cannot fit the quota fails here, before any byte."""
-        self.cache.touch()
         parent, name = self._parent(path)
-        old_size = None
-        try:
-            attr = self.tree.lookup(parent, name)
-            if attr.is_dir:
-                raise errors.IsADirectory(f"{path} is a directory")
-            old_size = attr.size
-        except errors.NotFound:
-            pass
+        return self.open_write_in(parent, name, mtime=mtime, expect_etag=expect_etag,
+                                  hashes=hashes, length=length)
+
+    def open_write_in(self, parent: int, name: str, mtime: int | None = None,
+                      expect_etag: str | None = None, hashes: tuple[str, ...] = (),
+                      length: int | None = None) -> FileWriter:
+        """``open_write`` of the entry ``name`` of directory inode ``parent``: for a caller
+        that has just resolved the directory (a PUT to a new URL)."""
+        self.cache.touch()
+        attr = self.tree.find(parent, name)
+        if attr is not None and attr.is_dir:
+            raise errors.IsADirectory(f"{name!r} is a directory")
         return FileWriter(self, parent, name, mtime=mtime, expect_etag=expect_etag, hashes=hashes,
-                          old_size=old_size, length=length)
+                          old_size=None if attr is None else attr.size, length=length)
 
     def write_file(self, path: str, data: bytes, mtime: int | None = None) -> Attr:
         with self.open_write(path, mtime=mtime) as w:

@@ -9,11 +9,14 @@ open as they are) and committed before the request goes on: a change that cannot
 locks are purged at open.
 
 The table is shared with other processes (``razordav lock list|break`` while a gateway
-runs): before each call the storage asks SQLite whether any other connection committed
-to the file since it last looked (``PRAGMA data_version``, a few microseconds) and, if
-so, reloads its copy. A lock broken from the command line is gone from the gateway's
-next lock check. A change of the gateway's own (its writer is another connection)
-also reloads once; lock tables are small.
+runs): the storage asks SQLite whether any other connection committed to the file since
+it last looked (``PRAGMA data_version``, about 10 microseconds with its locking) and, if
+so, reloads its copy: once per WebDAV request, at its first lock call (``AtomicLock``
+opens the scope; WsgiDAV makes five such calls for a PUT), and before every call made
+outside a request (the lock checks of a mount). A request sees the table as of its
+start plus the changes of this process; a lock broken from the command line is gone
+from the gateway's next request. A change of the gateway's own (its writer is another
+connection) also reloads once; lock tables are small.
 
 A lock lasts at most ``max_timeout`` seconds without a refresh, whatever the client asked
 (``Timeout: Infinite`` included; WsgiDAV alone allowed four weeks). ``AtomicLock`` makes a
@@ -29,7 +32,9 @@ import logging
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, HTTP_LOCKED, DAVError
@@ -143,9 +148,28 @@ class SqliteLockStorage(LockStorageDict):
         self._sync_lock = threading.Lock()
         self._watch: sqlite3.Connection | None = None
         self._version = None
+        # This thread's request: ``looked`` False until its first look, True after; None
+        # outside a request (every call looks).
+        self._request = threading.local()
+
+    @contextmanager
+    def one_look(self) -> Iterator[None]:
+        """Calls of this thread inside (one request) look for other processes' changes
+        once, at the first call."""
+        self._request.looked = False
+        try:
+            yield
+        finally:
+            self._request.looked = None
 
     def _sync(self) -> None:
-        """Reload the copy if another connection committed to the table since last time."""
+        """Reload the copy if another connection committed to the table since last time
+        (inside ``one_look``, only the first time)."""
+        looked = getattr(self._request, "looked", None)
+        if looked:
+            return
+        if looked is False:
+            self._request.looked = True
         with self._sync_lock:
             if self._watch is None or self._dict is None:
                 return
@@ -224,7 +248,8 @@ class SqliteLockStorage(LockStorageDict):
 
 
 class AtomicLock:
-    """WSGI wrapper: a LOCK whose answer is not a success leaves no lock behind."""
+    """WSGI wrapper: a LOCK whose answer is not a success leaves no lock behind; every
+    request looks for other processes' lock changes once (``one_look``)."""
 
     def __init__(self, app, storage: SqliteLockStorage):
         self.app = app
@@ -234,6 +259,10 @@ class AtomicLock:
         return getattr(self.app, name)
 
     def __call__(self, environ, start_response):
+        with self.storage.one_look():
+            return self._call(environ, start_response)
+
+    def _call(self, environ, start_response):
         if environ.get("REQUEST_METHOD") != "LOCK":
             return self.app(environ, start_response)
         made = self.storage._made.tokens = []

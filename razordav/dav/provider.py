@@ -311,7 +311,7 @@ class FolderResource(_Resource, DAVCollection):
         normalize_path(path)
         if self.environ.get("REQUEST_METHOD") == "PUT":
             # Nothing is created until the body has arrived whole (see PutStream).
-            return PendingFile(self.provider, path, self.environ)
+            return PendingFile(self.provider, path, self.environ, self.attr.ino, name)
         with _translate():
             attr = self.vol.write_file(path, b"")  # LOCK on an unmapped URL
         return FileResource(self.provider, path, self.environ, attr)
@@ -392,9 +392,11 @@ def _range_start(header: str | None, size: int) -> int:
 
 
 class PendingFile(FileResource):
-    """The target of a PUT to a new URL: it exists only once the body has arrived."""
+    """The target of a PUT to a new URL: it exists only once the body has arrived, as
+    ``entry`` in directory inode ``parent`` (resolved by this request)."""
 
-    def __init__(self, provider, path, environ):
+    def __init__(self, provider, path, environ, parent: int, entry: str):
+        self.parent, self.entry = parent, entry
         now = time.time_ns()
         attr = Attr(0, 0o100644, 0, 0, 1, 0, 0, now, now, now, now, None, "", "")
         DAVNonCollection.__init__(self, path, environ)
@@ -424,10 +426,13 @@ class PutStream:
         with _translate():
             # With a Content-Length, a body that cannot fit the quota is refused (507) before
             # a byte of it is read; cheroot then drains it, as HTTP/1.1 wants.
-            self.writer = res.vol.open_write(
-                res.path, mtime=int(mtime) * 10**9 if mtime else None,
-                hashes=(self.checksum[0],) if self.checksum else (),
-                length=self.expected_length)
+            opts = {"mtime": int(mtime) * 10**9 if mtime else None,
+                    "hashes": (self.checksum[0],) if self.checksum else (),
+                    "length": self.expected_length}
+            if isinstance(res, PendingFile):   # its directory is resolved already
+                self.writer = res.vol.open_write_in(res.parent, res.entry, **opts)
+            else:
+                self.writer = res.vol.open_write(res.path, **opts)
         res._put = self
 
     def write(self, data: bytes) -> None:

@@ -7,6 +7,7 @@ flight finish; closing the apps and volumes is the caller's.
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import threading
@@ -21,6 +22,45 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 
 
+class _AffineQueue:
+    """cheroot's queue of connections for its workers, handing each one to the worker that
+    became idle last (cheroot's ``queue.Queue`` wakes the one idle longest).
+
+    Why: every worker thread has its own SQLite connection, whose page cache is only valid
+    while no other connection wrote. Round-robin over 32 workers sent each request of a
+    keep-alive client to a connection that had to read its pages again (31 more read
+    calls per small PUT than with one worker); the worker that just answered keeps them.
+    Unbounded, as cheroot's default; ``put``'s ``block`` and ``timeout`` have nothing to
+    wait for. Threading: ``_lock`` guards ``_items`` and ``_idle``.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items: collections.deque = collections.deque()   # waiting for a worker
+        self._idle: list[list] = []   # workers waiting, the last one idle last: [event, item]
+
+    def put(self, obj, block: bool = True, timeout: float | None = None) -> None:
+        with self._lock:
+            if not self._idle:
+                self._items.append(obj)
+                return
+            slot = self._idle.pop()
+        slot[1] = obj
+        slot[0].set()
+
+    def get(self):
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            slot = [threading.Event(), None]
+            self._idle.append(slot)
+        slot[0].wait()
+        return slot[1]
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class _GuardedServer(wsgi.Server):
     """cheroot's WSGI server with ``conns.GuardedConnections``: workers get requests whose
     head has arrived, not sockets (see conns.py for why)."""
@@ -30,6 +70,8 @@ class _GuardedServer(wsgi.Server):
     def __init__(self, *args, limits: dict, **kw):
         super().__init__(*args, **kw)
         self.limits = limits
+        self.requests._queue = _AffineQueue()   # see there; cheroot binds ``get`` at init
+        self.requests.get = self.requests._queue.get
         # cheroot stops keeping connections alive past this many in its selector; the
         # limits above bound that number already
         self.keep_alive_conn_limit = limits["max_connections"]
