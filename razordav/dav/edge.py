@@ -31,6 +31,10 @@ Here, before WsgiDAV:
   failed read is a 400 here and never a 500 inside WsgiDAV;
 - PUT with a Content-Encoding other than identity: 415 with Accept-Encoding: identity
   (RFC 9110 8.4, 12.5.3; WsgiDAV said 501);
+- PUT with neither Content-Length nor chunked Transfer-Encoding: 411 (RFC 9110 15.5.12).
+  HTTP frames such a body as empty (RFC 9112 6.3), so a proxy that dropped the header, or
+  a blank line slipped into the head, would otherwise replace the file with nothing;
+  every client we serve sends one of the two (Content-Length: 0 for an empty file);
 - a Range header that is not one well-formed byte range is ignored (RFC 9110 14.2), so
   the client gets the whole file rather than a wrong slice;
 - PROPFIND with Depth: infinity on a subtree of more than 10 000 entries is a 403 with
@@ -115,6 +119,10 @@ class Edge:
             return reply(start_response, "415 Unsupported Media Type",
                          "content codings are not supported on PUT; send the bytes as they "
                          "are", headers=[("Accept-Encoding", "identity")])
+        if method == "PUT" and not has_length(environ):
+            return reply(start_response, "411 Length Required",
+                         "a PUT needs Content-Length (0 for an empty file) or "
+                         "Transfer-Encoding: chunked")
         environ.pop("HTTP_CONTENT_ENCODING", None)   # identity: WsgiDAV refuses any value
         _check_range(environ)
         if method != "PUT":
@@ -143,6 +151,12 @@ class Edge:
             return False  # WsgiDAV answers the missing or invalid path
         return attr.is_dir and self.volume.count_below(attr.ino, MAX_INFINITY_ENTRIES) \
             > MAX_INFINITY_ENTRIES
+
+
+def has_length(environ) -> bool:
+    """Whether a request declares its body: Content-Length, or chunked."""
+    return bool(environ.get("CONTENT_LENGTH")) or \
+        "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
 def read_body(environ) -> bytes | None:

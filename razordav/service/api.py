@@ -243,8 +243,8 @@ class Content(_Volumes):
         resp.stream = _Slice(reader, first, last - first + 1)
 
     @spec.validate(resp=Answers("HTTP_204", HTTP_201=FileInfo,
-                                 **problems(400, 403, 404, 405, 409, 423, 507)), tags=["files"],
-                   path_parameter_descriptions=PATH_DOC)
+                                 **problems(400, 403, 404, 405, 409, 411, 423, 507)),
+                   tags=["files"], path_parameter_descriptions=PATH_DOC)
     def on_put(self, req, resp, path=""):
         """Replace the file's bytes with the body, streamed; the old content stays until the
         whole body has arrived (Content-Length checked), and on any error (507: over the
@@ -252,6 +252,10 @@ class Content(_Volumes):
         p, vol = vol_path(req, path), self.vol(req)
         self.unlocked(req, p)
         chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+        if not chunked and not req.env.get("CONTENT_LENGTH"):
+            raise falcon.HTTPLengthRequired(
+                description="a PUT needs Content-Length (0 for an empty file) or "
+                            "Transfer-Encoding: chunked")
         expected = None if chunked else int(req.env.get("CONTENT_LENGTH") or 0)
         existed = _exists(vol, p)
         # With a Content-Length, a body that cannot fit the quota is a 507 before a byte of

@@ -229,3 +229,22 @@ def test_put_content_coding(srv, coding, status):
     assert responses[0][0] in ({status, 201} if status == 204 else {status})
     if status == 415:
         assert responses[0][1]["accept-encoding"] == "identity"
+
+
+def test_a_put_without_a_declared_length_is_411_and_changes_nothing(unchanged):
+    """No Content-Length and not chunked: HTTP frames the body as empty, so a proxy that
+    dropped the header (or a blank line slipped into the head) would empty the file."""
+    status, _headers, body = refused(unchanged, PUT_HEAD + b"\r\n", 411, closes=False)
+    assert b"Content-Length" in body
+    # A blank line inside the head: the head ends there, without its Content-Length.
+    responses, _ = exchange(unchanged.port, PUT_HEAD + b"X-A: 1\r\n\r\nContent-Length: 3\r\n"
+                                                      b"\r\nabc")
+    assert responses[0][0] == 411
+
+
+def test_an_empty_put_with_content_length_0_is_fine(srv):
+    responses, _ = exchange(srv.port, b"PUT /d/empty.txt HTTP/1.1\r\nHost: x\r\n"
+                                      b"Content-Length: 0\r\n\r\n")
+    assert responses[0][0] == 201
+    assert requests.get(srv.url + "/d/empty.txt").content == b""
+    requests.delete(srv.url + "/d/empty.txt")

@@ -348,6 +348,14 @@ def test_chunked_body_after_an_early_error_does_not_poison_the_connection(env):
         assert r.status_code == 200 and r.json()["path"] == "/"
 
 
+def test_put_without_a_declared_length_is_411(env):
+    put(env, "/undeclared.txt", b"old")
+    status, data = raw(env, b"PUT /api/v1/content/undeclared.txt HTTP/1.1\r\nHost: x\r\n"
+                            b"X-Test-As: alice:acme:writer\r\nConnection: close\r\n\r\n")
+    assert status == 411 and b"Content-Length" in data
+    assert env["vols"]["acme"].read_file("/undeclared.txt") == b"old"
+
+
 def test_put_onto_a_directory_is_refused(env):
     call(env, "POST", "/api/v1/dirs/a-dir")
     problem(put(env, "/a-dir", b"x"), 405)
