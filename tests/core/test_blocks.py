@@ -6,7 +6,8 @@ import random
 import pytest
 
 from razordav.core import errors
-from razordav.core.blocks import HEADER, BlockCodec, digest, kind_of_head, kind_of_name
+from razordav.core.blocks import CODEC_FRAMES, FRAME, HEADER, BlockCodec, digest, frame_table, \
+    kind_of_head, kind_of_name
 
 
 def text_bytes(n, seed=1):
@@ -91,3 +92,63 @@ def test_damaged_objects_are_refused(damage):
         name = digest(b"other")
     with pytest.raises(errors.Corrupt):
         codec.decode(bytes(data), name)
+
+
+# -- codec 2: blocks in frames (issue 17) --
+
+@pytest.mark.parametrize("size", [FRAME + 1, 2 * FRAME, 4 << 20, 3 * FRAME + 12345])
+def test_compressible_blocks_over_a_frame_are_stored_in_frames(size):
+    codec = BlockCodec()
+    raw = text_bytes(size)
+    enc = codec.encode(raw)
+    assert enc.header[4:6] == bytes([2, CODEC_FRAMES])      # version 2, codec 2
+    assert codec.decode(enc.data, enc.digest) == raw
+    payload = enc.data[HEADER.size:]
+    table = frame_table(payload[-8:], len(payload), size, "t", payload)
+    assert len(table) == -(-size // FRAME)
+    for fr in table:                                     # each frame decodes on its own
+        assert codec.decode_frame(payload[fr.at:fr.at + fr.length], fr, "t") == \
+            raw[fr.raw_at:fr.raw_at + fr.raw_length]
+
+
+@pytest.mark.parametrize("size", [1000, FRAME])
+def test_blocks_of_one_frame_keep_codec_1(size):
+    enc = BlockCodec().encode(text_bytes(size))
+    assert enc.header[4:6] == bytes([1, 1])
+
+
+def test_frames_cost_under_2_percent_of_stored_size_on_text():
+    import zstandard
+    raw = text_bytes(4 << 20)
+    framed = BlockCodec().encode(raw, hint=None).size
+    whole = len(zstandard.ZstdCompressor(level=3).compress(raw)) + HEADER.size
+    assert framed <= whole * 1.02, (framed, whole)
+
+
+def test_a_damaged_frame_is_caught_by_its_own_checksum_and_by_the_whole_block():
+    codec = BlockCodec()
+    raw = text_bytes(4 * FRAME)
+    data = bytearray(codec.encode(raw).data)
+    payload = bytes(data[HEADER.size:])
+    table = frame_table(payload[-8:], len(payload), len(raw), "t", payload)
+    fr = table[2]
+    data[HEADER.size + fr.at + 3] ^= 0xFF
+    with pytest.raises(errors.Corrupt, match="checksum"):
+        codec.decode_frame(bytes(data[HEADER.size + fr.at:HEADER.size + fr.at + fr.length]),
+                           fr, "t")
+    with pytest.raises(errors.Corrupt):
+        codec.decode(bytes(data), digest(raw))
+    data[-3] ^= 0xFF                                     # and a damaged table
+    with pytest.raises(errors.Corrupt):
+        frame_table(bytes(data[-8:]), len(payload), len(raw), "t", bytes(data))
+
+
+def test_a_version_1_block_of_one_big_zstd_frame_still_decodes():
+    """What the previous main wrote for compressible blocks of any size."""
+    import zlib
+
+    import zstandard
+    raw = text_bytes(4 << 20)
+    payload = zstandard.ZstdCompressor(level=3).compress(raw)
+    data = HEADER.pack(b"RZBK", 1, 1, 0, len(raw), zlib.crc32(payload)) + payload
+    assert BlockCodec().decode(data, digest(raw)) == raw

@@ -1,0 +1,76 @@
+"""Reads of blocks in frames (issue 17): a range read decodes only the frames it touches,
+from the cache file, each checked by its own checksum; damage is caught and mended."""
+
+import random
+
+import pytest
+
+from razordav.core import errors
+from razordav.core.blocks import FRAME, HEADER, frame_table
+
+from .test_blocks import text_bytes
+
+BIG = 4 << 20
+
+
+@pytest.fixture
+def framed(open_volume):
+    vol = open_volume(block_size=BIG)
+    data = text_bytes(2 * BIG + 3 * FRAME + 777)     # two full blocks and a framed tail
+    vol.write_file("/f", data)
+    assert vol.cache.wait_uploaded(10)
+    vol.cache._hot.clear()                           # nothing decoded in memory yet
+    return vol, data
+
+
+def test_random_reads_match_and_decode_only_their_frames(framed):
+    vol, data = framed
+    rng = random.Random(4)
+    with vol.open_read("/f") as r:
+        before = vol.cache.stats["frames_decoded"]
+        assert r.pread(BIG + 5 * FRAME + 100, 4096) == data[BIG + 5 * FRAME + 100:][:4096]
+        assert vol.cache.stats["frames_decoded"] - before == 1
+        assert r.pread(BIG + 5 * FRAME + 9000, 4096) == data[BIG + 5 * FRAME + 9000:][:4096]
+        assert vol.cache.stats["frames_decoded"] - before == 1     # the same frame, kept
+        across = BIG + 7 * FRAME - 100                 # across two frames
+        assert r.pread(across, 200) == data[across:across + 200]
+        across = BIG - 100                             # across two blocks
+        assert r.pread(across, 200) == data[across:across + 200]
+        for _ in range(300):
+            o, n = rng.randrange(len(data)), rng.choice([1, 4096, 65536, 300_000])
+            assert r.pread(o, n) == data[o:o + n]
+        assert r.pread(len(data) - 10, 4096) == data[-10:]
+    assert not vol.cache._hot                          # no block was decoded whole
+
+
+def _block_file(vol, idx=1):
+    name = vol.extents.extents(vol.stat("/f").ino)[idx]
+    return name, vol.cache._path(name.hex())
+
+
+def test_a_damaged_frame_of_a_clean_block_is_fetched_again(framed):
+    vol, data = framed
+    name, path = _block_file(vol)
+    raw = bytearray(path.read_bytes())
+    payload = bytes(raw[HEADER.size:])
+    fr = frame_table(payload[-8:], len(payload), BIG, "t", payload)[3]
+    raw[HEADER.size + fr.at + 10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with vol.cache._lock:
+        vol.cache._forget_frames(name.hex())
+    with vol.open_read("/f") as r:
+        o = BIG + 3 * FRAME + 50
+        assert r.pread(o, 4096) == data[o:o + 4096]    # from the store, after the check
+    assert path.read_bytes() != bytes(raw)             # the cache copy was replaced
+
+
+def test_a_damaged_frame_of_a_dirty_block_is_an_error(open_volume):
+    vol = open_volume(block_size=BIG, upload_paused=True, small_block=0)
+    data = text_bytes(BIG)
+    vol.write_file("/f", data)
+    name, path = _block_file(vol, 0)
+    raw = bytearray(path.read_bytes())
+    raw[HEADER.size + 100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with vol.open_read("/f") as r, pytest.raises(errors.Corrupt):
+        r.pread(10, 4096)
