@@ -48,7 +48,10 @@ def test_volume_on_moto_roundtrip_and_cold_cache(moto_volume, tmp_path, packs):
     shutil.rmtree(tmp_path / "data" / "cache")
     vol = moto_volume(**kw)
     assert vol.read_file("/d/f") == data
-    assert vol.cache.stats["misses"] == 11
+    if packs:   # two misses, then the pack read-ahead brings the other nine in one GET
+        assert vol.cache.stats["misses"] == 2 and vol.cache.stats["readahead_blocks"] == 9
+    else:
+        assert vol.cache.stats["misses"] == 11
     assert vol.cache.stats["fetched_bytes"] < 700_000 + 11 * 64   # ranges, not whole packs
     vol.unlink("/d/f")
     assert vol.collect_garbage() == 11
