@@ -44,8 +44,8 @@ from .. import store as store_mod
 from ..fsutil import fsync_path
 from .lease import LeaseLapsed, LeaseLost
 from . import errors, space
-from .blocks import CODEC_FRAMES, HEADER, SEEK_END, BlockCodec, block_key, frame_table, \
-    header_of, is_raw, table_size
+from .blocks import CODEC_FRAMES, FRAME, HEADER, SEEK, SEEK_END, BlockCodec, block_key, \
+    frame_table, header_of, is_raw, table_size
 from .db import Database, table
 from .packs import PackBuilder, PackMap, new_pack_id, pack_key
 
@@ -59,6 +59,10 @@ SMALL_BLOCK = (64 << 10) + HEADER.size
 # decompression), and how many blocks' frame tables are remembered.
 FRAME_CACHE = 16 << 20
 FRAME_TABLES = 4096
+# A cold read of at most this many bytes of a block in frames fetches only its frames (the
+# block is not cached then; its decoded frames stay in memory). A bigger one, or one the
+# read-ahead already fetches, takes the whole block into the cache.
+RANGE_READ_MAX = 256 << 10
 # Pack read-ahead: how far a GET runs on past a block that follows the previous miss in its
 # pack, and the gap between blocks it reads across (dead bytes are read too).
 PACK_READAHEAD = 1 << 20
@@ -129,6 +133,8 @@ class BlockCache:
         # Called with the names of abandoned blocks once their upload is over (whether it
         # worked or not); the owner discards what is still unused (``Publisher``).
         self.on_abandoned: Callable[[list[bytes]], None] | None = None
+        # name -> (raw size, stored size) from the metadata, or None (``_read_remote_frames``)
+        self.block_sizes: Callable[[bytes], tuple[int, int] | None] | None = None
         # pack -> where the last miss in it ended (``_get_stored``'s read-ahead)
         self._pack_next: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._uploading: set[str] = set()
@@ -499,7 +505,17 @@ class BlockCache:
                 return data
             except OSError:
                 pass   # evicted meanwhile: the usual way
+        if entry is None and raw is None and self._wants_range(hexname, length):
+            data = self._read_remote_frames(name, offset, length)
+            if data is not None:
+                return data
         return self.get(name)[offset:offset + length]
+
+    def _wants_range(self, hexname: str, length: int) -> bool:
+        """A cold read fetches frames rather than the whole block when it is small and
+        nobody fetches the block already (read-ahead does, for sequential reads)."""
+        with self._lock:
+            return length <= RANGE_READ_MAX and hexname not in self._inflight
 
     def _read_frames(self, hexname: str, entry: _Entry, offset: int,
                      length: int) -> bytes | None:
@@ -511,30 +527,10 @@ class BlockCache:
                 table = self._table(hexname, fd)
                 if table is None:
                     return None
-                total = table[-1].raw_at + table[-1].raw_length
-                end = min(offset + length, total)
-                if offset >= end:
-                    return b""
-                first = bisect.bisect_right([fr.raw_at for fr in table], offset) - 1
-                last = bisect.bisect_right([fr.raw_at for fr in table], end - 1) - 1
-                got = {}
                 with self._lock:
-                    for i in range(first, last + 1):
-                        raw = self._frames.get((hexname, i))
-                        if raw is not None:
-                            self._frames.move_to_end((hexname, i))
-                            got[i] = raw
                     self.stats["hits"] += 1
-                    self.stats["frame_hits"] += len(got)
-                missing = [i for i in range(first, last + 1) if i not in got]
-                if missing:
-                    lo, hi = table[missing[0]], table[missing[-1]]
-                    buf = os.pread(fd, hi.at + hi.length - lo.at, HEADER.size + lo.at)
-                    for i in missing:
-                        fr = table[i]
-                        got[i] = self.codec.decode_frame(
-                            buf[fr.at - lo.at:fr.at - lo.at + fr.length], fr, hexname)
-                    self._keep_frames(hexname, {i: got[i] for i in missing})
+                return self._from_frames(hexname, table, offset, length,
+                                         lambda at, n: os.pread(fd, n, HEADER.size + at))
         except OSError:
             return None      # evicted meanwhile: the usual way
         except errors.Corrupt as exc:
@@ -543,10 +539,92 @@ class BlockCache:
             log.warning("cached block %s unusable (%s); fetching it again", hexname[:16], exc)
             self._drop(hexname)
             return None
+
+    def _from_frames(self, hexname: str, table: list, offset: int, length: int,
+                     read) -> bytes:
+        """Raw bytes ``offset``..``+length`` of a codec-2 block: frames kept in memory, the
+        rest read with one ``read(payload offset, length)`` of their span, each checked
+        and decompressed alone. Raises ``Corrupt``."""
+        total = table[-1].raw_at + table[-1].raw_length
+        end = min(offset + length, total)
+        if offset >= end:
+            return b""
+        starts = [fr.raw_at for fr in table]
+        first = bisect.bisect_right(starts, offset) - 1
+        last = bisect.bisect_right(starts, end - 1) - 1
+        got = {}
+        with self._lock:
+            for i in range(first, last + 1):
+                raw = self._frames.get((hexname, i))
+                if raw is not None:
+                    self._frames.move_to_end((hexname, i))
+                    got[i] = raw
+            self.stats["frame_hits"] += len(got)
+        missing = [i for i in range(first, last + 1) if i not in got]
+        if missing:
+            lo, hi = table[missing[0]], table[missing[-1]]
+            buf = read(lo.at, hi.at + hi.length - lo.at)
+            if len(buf) != hi.at + hi.length - lo.at:
+                raise errors.Corrupt(f"block {hexname[:16]}: frames cut short")
+            for i in missing:
+                fr = table[i]
+                got[i] = self.codec.decode_frame(
+                    buf[fr.at - lo.at:fr.at - lo.at + fr.length], fr, hexname[:16])
+            self._keep_frames(hexname, {i: got[i] for i in missing})
         start = offset - table[first].raw_at
         if first == last:
             return got[first][start:start + end - offset]
         return b"".join(got[i] for i in range(first, last + 1))[start:start + end - offset]
+
+    def _read_remote_frames(self, name: bytes, offset: int, length: int) -> bytes | None:
+        """A range of an uncached block with ranged GETs of its frame table (once, then
+        remembered) and of the frames the range needs, wherever the block lives (its own
+        object or a pack). None when that does not apply: no sizes known, a block not in
+        frames (raw: nothing to check a range by; one frame: the whole is as cheap), or a
+        pack rewritten meanwhile; the caller fetches the whole block."""
+        sizes = self.block_sizes(name) if self.block_sizes else None
+        if sizes is None:
+            return None
+        raw_len, stored = sizes
+        if raw_len <= FRAME or stored >= raw_len + HEADER.size:
+            return None
+        hexname = name.hex()
+        loc = self.packs.locate(name) if self.packs is not None else None
+        key, base = (loc.key, loc.offset) if loc is not None else (block_key(name), 0)
+        payload_len = stored - HEADER.size
+        try:
+            with self._lock:
+                table = self._tables.get(hexname, 0)
+            if table == 0:     # not known yet: the table's size follows from the sizes
+                size = -(-raw_len // FRAME) * SEEK.size + SEEK_END.size
+                tail = self.store.get(key, base + stored - size, size)
+                try:
+                    table = frame_table(tail, payload_len, raw_len, hexname[:16])
+                except errors.Corrupt:
+                    table = None   # a version-1 block of one big frame
+                with self._lock:
+                    self._tables[hexname] = table
+                    self.stats["frame_fetches"] += 1
+            if table is None:
+                return None
+            data = self._from_frames(
+                hexname, table, offset, length,
+                lambda at, n: self.store.get(key, base + HEADER.size + at, n))
+            with self._lock:
+                self.stats["misses"] += 1
+                self.stats["frame_fetches"] += 1
+            return data
+        except store_mod.NotFound:
+            return None        # moved to another pack meanwhile: fetched whole
+        except errors.Corrupt as exc:
+            log.warning("block %s: a ranged read failed its check (%s); fetching it whole",
+                        hexname[:16], exc)
+            return None
+        except Exception as exc:
+            if not (isinstance(exc, store_mod.StoreError) or self.store.is_transient(exc)):
+                raise
+            self._note_error(exc)
+            raise errors.Unavailable(f"cannot fetch block {hexname[:16]}: {exc}") from None
 
     def _table(self, hexname: str, fd: int) -> list | None:
         """The frame table of a cached block (read from its file once), None if the block

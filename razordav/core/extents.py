@@ -182,6 +182,12 @@ class Extents:
         with self.db.snapshot():
             return self.tree.getattr(ino), self.extents(ino)
 
+    def block_sizes(self, digest: bytes) -> tuple[int, int] | None:
+        """(raw size, stored size) of a known block."""
+        row = self.db.reader().execute("SELECT raw_size, stored_size FROM blocks WHERE hash = ?",
+                                       (digest,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def block_refs(self, digest: bytes) -> int:
         row = self.db.reader().execute("SELECT refs FROM blocks WHERE hash = ?", (digest,)).fetchone()
         return row[0] if row else 0

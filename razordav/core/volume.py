@@ -69,6 +69,7 @@ class Volume:
         self.lease: Lease | None = None
         self.shipper: Shipper | None = None
         self.packs: PackMap = cache.packs or PackMap(tree.db)
+        cache.block_sizes = self.extents.block_sizes   # cold reads of a few frames
         self.repacker: Repacker | None = None
         self.publisher = Publisher(tree, self.extents, cache, codec, workers)
         self.files: OpenFiles | None = None     # the write buffers, from ``open`` on

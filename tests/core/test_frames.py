@@ -74,3 +74,44 @@ def test_a_damaged_frame_of_a_dirty_block_is_an_error(open_volume):
     path.write_bytes(bytes(raw))
     with vol.open_read("/f") as r, pytest.raises(errors.Corrupt):
         r.pread(10, 4096)
+
+
+@pytest.mark.parametrize("packs", [False, True], ids=["object", "pack"])
+def test_a_cold_small_read_fetches_the_frames_not_the_block(open_volume, tmp_path, packs):
+    import shutil
+
+    from razordav.store.local import LocalStore
+
+    class Counting(LocalStore):
+        def __init__(self, root):
+            super().__init__(root)
+            self.gets = []
+
+        def get(self, key, offset=0, length=None):
+            self.gets.append((key, length))
+            return super().get(key, offset, length)
+
+    store = Counting(tmp_path / "store")
+    kw = {"block_size": 1 << 20, "pack_threshold": (1 << 20) if packs else 0}
+    vol = open_volume(store=store, **kw)
+    data = text_bytes(3 << 20)
+    vol.write_file("/f", data)
+    assert vol.cache.wait_uploaded(10)
+    assert len(vol.packs.packs()) == (1 if packs else 0)
+    vol.close()
+    shutil.rmtree(tmp_path / "data" / "cache")
+    vol = open_volume(store=store, **kw)
+    store.gets.clear()
+    with vol.open_read("/f") as r:
+        o = (1 << 20) + 5 * FRAME + 10
+        assert r.pread(o, 4096) == data[o:o + 4096]
+        assert len(store.gets) == 2                      # the frame table, one frame
+        assert all(n is not None and n < FRAME for _k, n in store.gets)
+        assert r.pread(o + 8192, 4096) == data[o + 8192:o + 12288]
+        assert len(store.gets) == 2                      # that frame is kept in memory
+        o2 = (1 << 20) + 2 * FRAME
+        assert r.pread(o2, 4096) == data[o2:o2 + 4096]
+        assert len(store.gets) == 3                      # the table is remembered
+        for o in range(0, len(data), 100_003):            # and everything else still reads
+            assert r.pread(o, 5000) == data[o:o + 5000]
+    assert vol.cache.stats["frame_fetches"] >= 3
