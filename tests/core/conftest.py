@@ -36,3 +36,14 @@ def vol(open_volume):
 
 def store_objects(vol, prefix="blocks/"):
     return list(vol.store.list(prefix))
+
+
+def old_volume(tmp_path, fixture: str):
+    """Unpack ``tests/fixtures/<fixture>`` (a data dir and its bucket written by an earlier
+    main) under ``tmp_path/old``; return that folder."""
+    import os
+    import tarfile
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", fixture)
+    with tarfile.open(path) as tar:
+        tar.extractall(tmp_path / "old", filter="data")
+    return tmp_path / "old"

@@ -25,6 +25,8 @@ from razordav.store.local import LocalStore
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from netstore import NetStore  # noqa: E402
 
+from .conftest import old_volume  # noqa: E402
+
 BS = 16 * 1024
 
 
@@ -446,12 +448,7 @@ def test_lost_lease_shows_in_stats_and_sends_nothing(gw):
 # -- a volume written by the previous main (874c0ec, before terms) --
 
 def _old_volume(tmp_path):
-    import tarfile
-    fixture = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures",
-                           "volume-874c0ec.tar.gz")
-    with tarfile.open(fixture) as tar:
-        tar.extractall(tmp_path / "old", filter="data")
-    return tmp_path / "old"
+    return old_volume(tmp_path, "volume-874c0ec.tar.gz")
 
 
 OLD_FILES = {"/docs/a.txt": b"alpha " * 5000, "/b.bin": bytes(range(256)) * 1000,

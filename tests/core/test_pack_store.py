@@ -4,18 +4,16 @@ checks and repairs them; a volume written before packs keeps working."""
 
 import os
 import sqlite3
-import tarfile
 import time
 
 import pytest
 
 from razordav.core import packs
-from razordav.core.blocks import block_key
 from razordav.core.journal import restore
 from razordav.core.volume import Volume
 from razordav.store.local import LocalStore
 
-from .conftest import BS, store_objects
+from .conftest import BS, old_volume, store_objects
 from .test_cache import _crash
 
 
@@ -96,16 +94,22 @@ def test_a_partial_pack_waits_for_upload_delay_max_a_full_one_goes_at_once(open_
     assert len(bucket_packs(vol)) >= 2
 
 
-def test_cold_reads_fetch_only_the_block_with_a_ranged_get(open_volume, tmp_path):
+def _cold(open_volume, tmp_path, n):
+    """A volume whose ``n`` small files are in a pack, reopened with its cache gone; the
+    store counting requests from then on."""
     store = CountingStore(tmp_path / "store")
     vol = open_volume(store=store)
-    files = small_files(30)
+    files = small_files(n)
     write_all(vol, files)
     assert vol.cache.wait_uploaded(10)
     vol.close()
     wipe_cache(tmp_path)
     store.calls.clear()
-    vol = open_volume(store=store)
+    return open_volume(store=store), store, files
+
+
+def test_cold_reads_fetch_only_the_block_with_a_ranged_get(open_volume, tmp_path):
+    vol, store, files = _cold(open_volume, tmp_path, 30)
     path = "/s/007.txt"
     assert vol.read_file(path) == files[path]
     gets = [c for c in store.calls if c[0] == "get" and c[1].startswith(packs.PREFIX)]
@@ -115,15 +119,7 @@ def test_cold_reads_fetch_only_the_block_with_a_ranged_get(open_volume, tmp_path
 
 def test_reading_small_files_in_written_order_reads_ahead_in_the_pack(open_volume,
                                                                       tmp_path):
-    store = CountingStore(tmp_path / "store")
-    vol = open_volume(store=store)
-    files = small_files(100)
-    write_all(vol, files)
-    assert vol.cache.wait_uploaded(10)
-    vol.close()
-    wipe_cache(tmp_path)
-    store.calls.clear()
-    vol = open_volume(store=store)
+    vol, store, files = _cold(open_volume, tmp_path, 100)
     for path, data in files.items():                 # as a copy or a backup would
         assert vol.read_file(path) == data
     gets = [c for c in store.calls if c[0] == "get" and c[1].startswith(packs.PREFIX)]
@@ -360,11 +356,7 @@ OLD = {"/docs/a.txt": b"alpha " * 5000, "/big.bin": bytes(range(256)) * 1000,
 
 
 def _old_volume(tmp_path):
-    fixture = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures",
-                           "volume-7cf5a1f.tar.gz")
-    with tarfile.open(fixture) as tar:
-        tar.extractall(tmp_path / "old", filter="data")
-    return tmp_path / "old"
+    return old_volume(tmp_path, "volume-7cf5a1f.tar.gz")
 
 
 def test_volume_of_the_previous_main_opens_packs_its_pending_blocks_and_restores(tmp_path):
