@@ -16,8 +16,10 @@ fsyncs (its acknowledgement is not durable); stock WsgiDAV made durable
 (``wsgidav_durable.py``: the file fsynced, and its directory when new, before the answer);
 and razordav with its commits deferred (no fsync; bench only, no such product option) to
 show what the fsync costs it.
+With ``--ranges``: 1 000 Range GETs of 4 KiB at random offsets of a compressible 100 MiB
+file (issue 17), razordav beside stock WsgiDAV and Apache.
 Run: python scripts/bench_dav.py [--big-mib 1024] [--store local|seaweedfs] [--auth]
-     [--small N]
+     [--small N] [--listing N ...] [--ranges] [--runs N]
 """
 
 from __future__ import annotations
@@ -246,6 +248,60 @@ SMALL_PEERS = {   # name -> (server class and arguments, durable acknowledgement
 }
 
 
+def _text(n: int) -> bytes:
+    """Compressible test data (words; zstd stores it at about a fifth)."""
+    import random
+    rng = random.Random(7)
+    words = [w.encode() for w in "the storage gateway writes blocks to a bucket while "
+             "metadata stays in a local journal and the cache keeps hot data near".split()]
+    out = bytearray()
+    while len(out) < n:
+        out += b" ".join(rng.choice(words) for _ in range(4096)) + b"\n"
+    return bytes(out[:n])
+
+
+def range_gets(url: str, data: bytes, n: int) -> float:
+    """Range GETs per second: ``n`` GETs of 4 KiB at random offsets of ``data`` (PUT first),
+    one keep-alive connection, each answer checked."""
+    import random
+    rng = random.Random(3)
+    with requests.Session() as s:
+        s.put(f"{url}/big.txt", data=data).raise_for_status()
+        offsets = [rng.randrange(len(data) - 4096) for _ in range(n + 50)]
+        for o in offsets[:50]:                      # warm the connection and the server
+            s.get(f"{url}/big.txt", headers={"Range": f"bytes={o}-{o + 4095}"})
+        t = time.perf_counter()
+        for o in offsets[50:]:
+            r = s.get(f"{url}/big.txt", headers={"Range": f"bytes={o}-{o + 4095}"})
+            assert r.status_code == 206 and r.content == data[o:o + 4096], r.status_code
+        return n / (time.perf_counter() - t)
+
+
+def ranges_bench(tmp: str, runs: int, mib: int = 100, n: int = 1000) -> None:
+    """4 KiB Range GETs at random offsets of a compressible file, razordav beside stock
+    WsgiDAV (and Apache when installed), servers alternating; GETs/s min/median/max."""
+    import statistics
+    data = _text(mib * MiB)
+    peers = {"razordav": (RazorServer, {}), "WsgiDAV fs": (StockWsgiDAV, {})}
+    if ApacheDAV.available():
+        peers["Apache mod_dav"] = (ApacheDAV, {})
+    load0 = os.getloadavg()
+    rates: dict[str, list[float]] = {name: [] for name in peers}
+    for r in range(runs):
+        for k, (name, (cls, kw)) in enumerate(peers.items()):
+            srv = cls(os.path.join(tmp, f"r{k}-{r}"), **kw).start()
+            try:
+                rates[name].append(range_gets(srv.url, data, n))
+            finally:
+                srv.stop()
+    print(f"{n} Range GETs of 4 KiB at random offsets of a {mib} MiB text file, one "
+          f"keep-alive connection, {runs} runs; load {load0[0]:.2f} -> "
+          f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} cores\n")
+    print("| server | GETs/s min / median / max |\n|---|---|")
+    for name, v in rates.items():
+        print(f"| {name} | {min(v):.0f} / {statistics.median(v):.0f} / {max(v):.0f} |")
+
+
 def small_bench(tmp: str, runs: int) -> None:
     import statistics
     load0 = os.getloadavg()
@@ -466,8 +522,12 @@ def main() -> int:
                     help="only the 1 000 small PUTs, RUNS times against each server")
     ap.add_argument("--listing", type=int, nargs="*", metavar="N",
                     help="only PROPFIND of folders of N entries (default 10000 100000)")
-    ap.add_argument("--runs", type=int, default=3, help="repetitions for --listing")
+    ap.add_argument("--runs", type=int, default=3, help="repetitions for --listing, --ranges")
+    ap.add_argument("--ranges", action="store_true",
+                    help="only 4 KiB Range GETs at random offsets of a 100 MiB text file")
     args = ap.parse_args()
+    if args.ranges:
+        return _in_tmp("rzd-benchrange-", ranges_bench, args.runs)
     if args.listing is not None:
         return _in_tmp("rzd-benchlist-", listing_bench, args.listing or [10_000, 100_000],
                        args.runs)

@@ -3,7 +3,8 @@
 # `rclone mount --vfs-cache-mode full` of a bucket on the same server and a plain
 # local directory, with the same workloads on each, one target after the other:
 #   fio sequential write (bs 1M, end_fsync) and read (cold page cache), MB/s;
-#   fio 4 KiB random reads over that file, IOPS;
+#   fio 4 KiB random reads over that file, and over files of RAND_MB MiB that fio makes
+#   50 % compressible and incompressible (buffer_compress_percentage), IOPS;
 #   create / stat / unlink of FILES empty files, ops/s;
 #   git clone (file://, --no-hardlinks) of a GIT_FILES-file repo and git status, s;
 #   untar of TAR_FILES small files, s;
@@ -14,7 +15,7 @@
 # rclone, razordav peak RSS < 200 MB.
 #
 # Knobs (environment): SIZE_MB=1024 FILES=10000 GIT_FILES=3000 TAR_FILES=1500
-#   RANDREAD_SECS=20 TARGETS="razordav rclone plain" BENCH_DIR=/tmp (where the temp
+#   RANDREAD_SECS=20 RAND_MB=256 TARGETS="razordav rclone plain" BENCH_DIR=/tmp (where the temp
 #   dir goes; the plain target and both caches live there) KEEP=1 (keep the temp dir)
 #   PROFILE=1 (py-spy record of razordav during each workload: raw collapsed stacks of all
 #   threads, idle ones included, in $OUT/profile-*.txt and a summary per workload in
@@ -31,6 +32,7 @@ FILES=${FILES:-10000}
 GIT_FILES=${GIT_FILES:-3000}
 TAR_FILES=${TAR_FILES:-1500}
 RANDREAD_SECS=${RANDREAD_SECS:-20}
+RAND_MB=${RAND_MB:-256}
 TARGETS=${TARGETS:-"razordav rclone plain"}
 KEEP=${KEEP:-0}
 PROFILE=${PROFILE:-0}
@@ -266,6 +268,26 @@ run_workloads() {   # target dir mount-pid
         --output-format=json --output="$OUT/$t-randread.json" >/dev/null
     profile_stop
     record "$t" rand_read "$("${UTIL[@]}" fio "$OUT/$t-randread.json" iops)"
+
+    # Random reads on data of a known compressibility (issue 17): half compressible, and
+    # not at all, each written, dropped from the page cache, then read at random (warm in
+    # the gateway's cache, cold in the kernel's).
+    for kind in comp:50 raw:0; do
+        log "$t: fio 4 KiB random reads, ${kind%%:*} file, ${RANDREAD_SECS} s"
+        fio --name=fill --filename="$dir/rand-${kind%%:*}.bin" --bs=1M --size="${RAND_MB}M" \
+            --ioengine=psync --rw=write --end_fsync=1 --refill_buffers \
+            --buffer_compress_percentage="${kind##*:}" --buffer_compress_chunk=4k \
+            --output-format=json --output="$OUT/$t-fill-${kind%%:*}.json" >/dev/null
+        settle "$t" >/dev/null || true
+        drop_caches
+        fio --name=randread --filename="$dir/rand-${kind%%:*}.bin" --bs=4k --size="${RAND_MB}M" \
+            --ioengine=psync --rw=randread --norandommap --time_based \
+            --runtime="$RANDREAD_SECS" --output-format=json \
+            --output="$OUT/$t-randread-${kind%%:*}.json" >/dev/null
+        record "$t" "rand_read_${kind%%:*}" \
+            "$("${UTIL[@]}" fio "$OUT/$t-randread-${kind%%:*}.json" iops)"
+        rm -f "$dir/rand-${kind%%:*}.bin"
+    done
 
     log "$t: verifying the fio file"
     drop_caches

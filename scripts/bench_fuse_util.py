@@ -225,6 +225,8 @@ ROWS = [
     ("cpu_write", "  CPU s: mount + SeaweedFS, write+drain", "s", None, None),
     ("seq_read", "seq read {size} MiB (cold page cache)", "MB/s", True, 1.0),
     ("rand_read", "4 KiB random read ({secs} s)", "IOPS", True, None),
+    ("rand_read_comp", "  same, 50 % compressible file", "IOPS", True, 1.0),
+    ("rand_read_raw", "  same, incompressible file", "IOPS", True, None),
     ("create", "create {files} empty files", "ops/s", True, 2.0),
     ("stat", "stat {files} files (cold)", "ops/s", True, 2.0),
     ("delete", "unlink {files} files (cold)", "ops/s", True, 2.0),

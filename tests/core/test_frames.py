@@ -115,3 +115,22 @@ def test_a_cold_small_read_fetches_the_frames_not_the_block(open_volume, tmp_pat
         for o in range(0, len(data), 100_003):            # and everything else still reads
             assert r.pread(o, 5000) == data[o:o + 5000]
     assert vol.cache.stats["frame_fetches"] >= 3
+
+
+def test_fsck_full_checks_frame_tables(open_volume, tmp_path):
+    from razordav.core.blocks import block_key
+    vol = open_volume(block_size=BIG, pack_threshold=0)
+    data = text_bytes(BIG)
+    vol.write_file("/f", data)
+    assert vol.cache.wait_uploaded(10)
+    name = vol.extents.extents(vol.stat("/f").ino)[0]
+    path = tmp_path / "store" / block_key(name)
+    raw = bytearray(path.read_bytes())
+    raw[-10] ^= 0xFF                                  # inside the frame table
+    path.write_bytes(bytes(raw))
+    assert vol.fsck().clean                           # a listing sees nothing wrong
+    report = vol.fsck(full=True)
+    assert any("corrupt in the store" in p for p in report.problems), report.problems
+    report = vol.fsck(full=True, repair=True)         # the cache has a good copy
+    assert any("uploaded block" in r for r in report.repaired)
+    assert vol.fsck(full=True).clean
