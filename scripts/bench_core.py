@@ -118,13 +118,13 @@ def _puts(vol) -> int:
 
 
 def bench_small_files(tmp: str, store_url: str | None, endpoint: str | None,
-                      n: int) -> dict:
+                      n: int, **kw) -> dict:
     from razordav.core.journal import restore
     from razordav.store import open_store
     rng = random.Random(11)
     data_dir = os.path.join(tmp, "small")
     store_url = store_url or f"file://{os.path.join(tmp, 'small-store')}"
-    vol = Volume.open(data_dir, store_url, endpoint=endpoint, journal_interval=0)
+    vol = Volume.open(data_dir, store_url, endpoint=endpoint, journal_interval=0, **kw)
     res = {"n": n}
     puts0 = _puts(vol)
     files = {}
@@ -199,6 +199,8 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--store", choices=["local", "seaweedfs"], default="seaweedfs")
     ap.add_argument("--small-files", type=int, default=0)
+    ap.add_argument("--pack-size", help="with --small-files: the volume's pack_size (e.g. 1M)")
+    ap.add_argument("--pack-threshold", help="with --small-files: pack_threshold (0: no packs)")
     args = ap.parse_args()
     size = args.size_mib * MiB
     tmp = tempfile.mkdtemp(prefix="rzd-bench-")
@@ -214,7 +216,14 @@ def main() -> int:
         if args.small_files:
             if server:
                 store_url = f"s3://{server.make_bucket('bench-small')}/v"
-            print_small(bench_small_files(tmp, store_url, endpoint, args.small_files),
+            kw = {}
+            if args.pack_size:
+                from razordav.config import parse_size
+                kw["pack_size"] = parse_size(args.pack_size)
+            if args.pack_threshold:
+                from razordav.config import parse_size
+                kw["pack_threshold"] = parse_size(args.pack_threshold)
+            print_small(bench_small_files(tmp, store_url, endpoint, args.small_files, **kw),
                         args.store)
             return 0
         rows = []
