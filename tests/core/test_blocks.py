@@ -152,3 +152,15 @@ def test_a_version_1_block_of_one_big_zstd_frame_still_decodes():
     payload = zstandard.ZstdCompressor(level=3).compress(raw)
     data = HEADER.pack(b"RZBK", 1, 1, 0, len(raw), zlib.crc32(payload)) + payload
     assert BlockCodec().decode(data, digest(raw)) == raw
+
+
+def test_a_truncated_frame_table_is_refused():
+    raw = text_bytes(3 * FRAME)
+    payload = BlockCodec().encode(raw).data[HEADER.size:]
+    cut = payload[:-20]                                  # the end of the table is gone
+    with pytest.raises(errors.Corrupt):
+        frame_table(cut[-8:], len(cut), len(raw), "t", cut)
+    with pytest.raises(errors.Corrupt):                  # a table of the wrong length
+        frame_table(payload[-8:], len(payload) + 5, len(raw), "t", payload)
+    with pytest.raises(errors.Corrupt):                  # sizes that do not add up
+        frame_table(payload[-8:], len(payload), len(raw) + 1, "t", payload)
