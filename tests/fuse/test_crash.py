@@ -23,6 +23,10 @@ def test_kill_9_loses_nothing_fsynced(tmp_path, seaweedfs):
     acked: dict[str, str] = {}        # replaced files: name -> sha256 of the fsynced version
     later: dict[str, set] = {}        # versions renamed in after it, their answer cut off
     logs: dict[str, int] = {}         # append-only logs: name -> records fsynced
+    # The device of this round's mount. Once the killed mount is detached, the mount point
+    # is the bare directory below it, and a writer that has not seen ``stop`` yet would
+    # write, fsync and rename there without an error: that is not the mount's promise.
+    dev = {"mount": None}
     rng = random.Random(99)
 
     def replacer(n, stop):
@@ -36,10 +40,15 @@ def test_kill_9_loses_nothing_fsynced(tmp_path, seaweedfs):
                 fd = os.open(f"{mnt}/{name}.tmp{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
                 os.write(fd, data)
                 os.fsync(fd)
+                on_mount = os.fstat(fd).st_dev == dev["mount"]
                 os.close(fd)
+                if not on_mount:
+                    return              # the mount was gone: written to the bare directory
                 with lock:
                     later.setdefault(name, set()).add(digest)
                 os.rename(f"{mnt}/{name}.tmp{i}", f"{mnt}/{name}")
+                if os.stat(f"{mnt}/{name}").st_dev != dev["mount"]:
+                    return
             except OSError:
                 return                  # the mount died under us
             with lock:
@@ -63,6 +72,7 @@ def test_kill_9_loses_nothing_fsynced(tmp_path, seaweedfs):
 
     for round_ in range(3):
         m.start()
+        dev["mount"] = os.stat(mnt).st_dev
         stop = threading.Event()
         threads = [threading.Thread(target=replacer, args=(n, stop)) for n in range(8)]
         threads += [threading.Thread(target=appender, args=(n, stop)) for n in range(8)]
