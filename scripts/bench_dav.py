@@ -248,18 +248,6 @@ SMALL_PEERS = {   # name -> (server class and arguments, durable acknowledgement
 }
 
 
-def _text(n: int) -> bytes:
-    """Compressible test data (words; zstd stores it at about a fifth)."""
-    import random
-    rng = random.Random(7)
-    words = [w.encode() for w in "the storage gateway writes blocks to a bucket while "
-             "metadata stays in a local journal and the cache keeps hot data near".split()]
-    out = bytearray()
-    while len(out) < n:
-        out += b" ".join(rng.choice(words) for _ in range(4096)) + b"\n"
-    return bytes(out[:n])
-
-
 def range_gets(url: str, data: bytes, n: int) -> float:
     """Range GETs per second: ``n`` GETs of 4 KiB at random offsets of ``data`` (PUT first),
     one keep-alive connection, each answer checked."""
@@ -281,7 +269,9 @@ def ranges_bench(tmp: str, runs: int, mib: int = 100, n: int = 1000) -> None:
     """4 KiB Range GETs at random offsets of a compressible file, razordav beside stock
     WsgiDAV (and Apache when installed), servers alternating; GETs/s min/median/max."""
     import statistics
-    data = _text(mib * MiB)
+
+    from bench_core import text_data   # compressible: zstd stores it at about a fifth
+    data = text_data(mib * MiB)
     peers = {"razordav": (RazorServer, {}), "WsgiDAV fs": (StockWsgiDAV, {})}
     if ApacheDAV.available():
         peers["Apache mod_dav"] = (ApacheDAV, {})

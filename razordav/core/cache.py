@@ -589,7 +589,7 @@ class BlockCache:
         if raw_len <= FRAME or stored >= raw_len + HEADER.size:
             return None
         hexname = name.hex()
-        loc = self.packs.locate(name) if self.packs is not None else None
+        loc = self._locate(name)
         key, base = (loc.key, loc.offset) if loc is not None else (block_key(name), 0)
         payload_len = stored - HEADER.size
         try:
@@ -730,7 +730,7 @@ class BlockCache:
         (location, stored bytes) pairs for ``_keep_fetched``. A lone miss reads its block only.
         """
         for _attempt in range(3):
-            loc = self.packs.locate(name) if self.packs is not None else None
+            loc = self._locate(name)
             if loc is None:
                 return self.store.get(block_key(name)), []
             run = self._pack_run(loc)
@@ -752,6 +752,10 @@ class BlockCache:
                     for e in run]
             return data[:loc.length], more
         raise store_mod.NotFound(f"block {name.hex()[:16]} keeps moving between packs")
+
+    def _locate(self, name: bytes):
+        """Where a block lives in a pack (``packs.Location``), None: its own object."""
+        return self.packs.locate(name) if self.packs is not None else None
 
     def _pack_run(self, loc) -> list:
         """The blocks after ``loc`` in its pack worth reading along (see ``_get_stored``)."""
@@ -815,7 +819,7 @@ class BlockCache:
             self._cache_clean(hexname, data)
             self._remember(hexname, raw)
             self._evict()
-            if more:
+            if more:   # kept before the read returns, so the next read finds them
                 self._keep_fetched(more)
             return raw
         finally:
@@ -1004,32 +1008,14 @@ class BlockCache:
     def _upload(self, hexname: str) -> bool:
         """Upload one dirty block; False if the store failed and the block is queued again.
         A block held in the database then moves to a file."""
-        with self._lock:
-            entry = self._entries.get(hexname)
-        if entry is None:
+        got = self._dirty_copy(hexname)
+        if got is None:
             return True  # dropped meanwhile
-        try:
-            data = self._stored(hexname, entry)
-        except FileNotFoundError:
-            with self._lock:
-                lost = self._entries.get(hexname) is entry
-            if lost:   # a deferred commit that was rolled back: nothing names it
-                log.error("dirty block %s has no bytes in the cache; dropped", hexname[:16])
-                self._drop(hexname)
-            return True
+        entry, data = got
         try:
             self.store.put(block_key(bytes.fromhex(hexname)), data)
         except Exception as exc:  # any failure: keep the block queued, never lose it
-            self._note_error(exc)
-            with self._lock:
-                entry = self._entries.get(hexname)
-                if entry is not None and entry.dirty:
-                    self._enqueue(hexname, entry, front=True)
-                self.stats["upload_errors"] += 1
-            if isinstance(exc, (LeaseLost, LeaseLapsed)):
-                log.debug("upload of block %s not sent: %s", hexname[:16], exc)
-            else:
-                log.warning("upload of block %s failed, will retry: %s", hexname[:16], exc)
+            self._failed([hexname], exc, f"block {hexname[:16]}")
             return False
         moved = entry.in_db and self._to_file(hexname, data)
         with self._lock:
@@ -1037,6 +1023,38 @@ class BlockCache:
             self.stats["uploaded_bytes"] += len(data)
         self._mark_clean({hexname: moved})
         return True
+
+    def _dirty_copy(self, hexname: str) -> tuple[_Entry, bytes] | None:
+        """A queued block's entry and stored bytes for its upload; None when it went
+        meanwhile, or has no bytes (a deferred commit that was rolled back: nothing names
+        it, and it is dropped)."""
+        with self._lock:
+            entry = self._entries.get(hexname)
+        if entry is None:
+            return None
+        try:
+            return entry, self._stored(hexname, entry)
+        except FileNotFoundError:
+            with self._lock:
+                lost = self._entries.get(hexname) is entry
+            if lost:
+                log.error("dirty block %s has no bytes in the cache; dropped", hexname[:16])
+                self._drop(hexname)
+            return None
+
+    def _failed(self, job: list[str], exc: BaseException, what: str) -> None:
+        """An upload of ``job`` failed: its blocks go back to the head of their queue."""
+        self._note_error(exc)
+        with self._lock:
+            for hexname in reversed(job):
+                entry = self._entries.get(hexname)
+                if entry is not None and entry.dirty:
+                    self._enqueue(hexname, entry, front=True)
+            self.stats["upload_errors"] += 1
+        if isinstance(exc, (LeaseLost, LeaseLapsed)):
+            log.debug("upload of %s not sent: %s", what, exc)
+        else:
+            log.warning("upload of %s failed, will retry: %s", what, exc)
 
     def _mark_clean(self, done: dict[str, bool]) -> None:
         """Blocks that reached the bucket (``done``: name -> whether its copy moved from the
@@ -1073,24 +1091,16 @@ class BlockCache:
         without its rows is an orphan, collected by ``fsck --repair``)."""
         builder, stored, placed = PackBuilder(), {}, {}
         for hexname in job:
-            with self._lock:
-                entry = self._entries.get(hexname)
-            if entry is None:
-                continue    # dropped meanwhile
+            got = self._dirty_copy(hexname)
+            if got is None:
+                continue
             # In a pack already: a crash came between its pack's rows and its clean mark.
             # Not uploaded twice.
-            known = self.packs.locate(bytes.fromhex(hexname)) is not None
-            try:
-                data = self._stored(hexname, entry)
-            except FileNotFoundError:
-                log.error("dirty block %s has no bytes in the cache; dropped", hexname[:16])
-                self._drop(hexname)
-                continue
-            if known:
-                placed[hexname] = (entry, data)
-                continue
-            builder.add(bytes.fromhex(hexname), data)
-            stored[hexname] = (entry, data)
+            if self.packs.locate(bytes.fromhex(hexname)) is not None:
+                placed[hexname] = got
+            else:
+                builder.add(bytes.fromhex(hexname), got[1])
+                stored[hexname] = got
         if placed:
             self._mark_clean({h: e.in_db and self._to_file(h, d, fsync=False)
                               for h, (e, d) in placed.items()})
@@ -1101,24 +1111,12 @@ class BlockCache:
             self.store.put(pack_key(pack_id), builder.finish())
             self.packs.record(pack_id, builder.size, builder.entries)
         except Exception as exc:   # any failure: keep the blocks queued, never lose them
-            self._note_error(exc)
-            with self._lock:
-                for hexname in reversed(job):
-                    entry = self._entries.get(hexname)
-                    if entry is not None and entry.dirty:
-                        self._enqueue(hexname, entry, front=True)
-                self.stats["upload_errors"] += 1
-            if isinstance(exc, (LeaseLost, LeaseLapsed)):
-                log.debug("pack of %d blocks not sent: %s", len(builder), exc)
-            else:
-                log.warning("upload of a pack of %d blocks failed, will retry: %s",
-                            len(builder), exc)
+            self._failed(job, exc, f"a pack of {len(builder)} blocks")
             return False
         # Clean copies need no flush: after a power loss a torn or missing file is fetched
         # again from the pack, and the rows stay until the files are written.
         done = {h: entry.in_db and self._to_file(h, data, fsync=False)
                 for h, (entry, data) in stored.items()}
-
         with self._lock:
             self.stats["packs_uploaded"] += 1
             self.stats["packed_blocks"] += len(builder)

@@ -223,7 +223,7 @@ class PackMap:
                 "pack = excluded.pack, offset = excluded.offset, length = excluded.length",
                 [(e.name, pack_id, e.offset, e.length) for e in entries])
 
-    forget = staticmethod(lambda c, names: forget(c, names))
+    forget = staticmethod(forget)
 
     def check(self, pack_ids) -> None:
         """Put packs on the repacker's list (they may hold garbage)."""

@@ -285,13 +285,19 @@ def test_restore_locates_blocks_whose_pack_rows_the_journal_lacks(open_volume, t
         assert again.read_file(path) == data
 
 
-def test_fsck_rebuilds_a_damaged_pack_index(open_volume, tmp_path):
-    vol = open_volume()
-    files = small_files(6)
+def _one_pack(vol, tmp_path, n):
+    """``n`` small files uploaded in one pack: the files, the pack's id and its file in
+    the local store."""
+    files = small_files(n)
     write_all(vol, files)
     vol.collect_garbage()
     (pack_id, _size), = vol.packs.packs().items()
-    path = tmp_path / "store" / packs.pack_key(pack_id)
+    return files, pack_id, tmp_path / "store" / packs.pack_key(pack_id)
+
+
+def test_fsck_rebuilds_a_damaged_pack_index(open_volume, tmp_path):
+    vol = open_volume()
+    _files, pack_id, path = _one_pack(vol, tmp_path, 6)
     data = bytearray(path.read_bytes())
     data[-packs.TRAILER.size - 5] ^= 0xFF            # inside the index
     path.write_bytes(bytes(data))
@@ -305,11 +311,8 @@ def test_fsck_rebuilds_a_damaged_pack_index(open_volume, tmp_path):
 
 def test_fsck_reports_a_missing_pack_and_reuploads_what_the_cache_has(open_volume, tmp_path):
     vol = open_volume()
-    files = small_files(4)
-    write_all(vol, files)
-    vol.collect_garbage()
-    (pack_id, _size), = vol.packs.packs().items()
-    os.unlink(tmp_path / "store" / packs.pack_key(pack_id))
+    files, pack_id, path = _one_pack(vol, tmp_path, 4)
+    os.unlink(path)
     report = vol.fsck()
     assert any(f"pack {pack_id} is missing" in p for p in report.problems)
     report = vol.fsck(repair=True)
@@ -323,10 +326,7 @@ def test_fsck_reports_a_missing_pack_and_reuploads_what_the_cache_has(open_volum
 
 def test_fsck_full_finds_a_corrupt_block_inside_a_pack(open_volume, tmp_path):
     vol = open_volume()
-    write_all(vol, small_files(3))
-    vol.collect_garbage()
-    (pack_id, _size), = vol.packs.packs().items()
-    path = tmp_path / "store" / packs.pack_key(pack_id)
+    _files, pack_id, path = _one_pack(vol, tmp_path, 3)
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF                                # inside the first block
     path.write_bytes(bytes(data))
