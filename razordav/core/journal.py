@@ -260,7 +260,7 @@ class Shipper:
                 return False      # never again: another gateway writes this volume now
             try:
                 done = self._ship()
-                if done and getattr(self.vol, "repacker", None) is not None:
+                if done and self.vol.repacker is not None:
                     self.vol.repacker.run(self.shipped())
                 if done and self._snapshot_due():
                     self.snapshot()
